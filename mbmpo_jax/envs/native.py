@@ -1,0 +1,250 @@
+"""Native MuJoCo executor: a batch of N environments stepped on the host.
+
+The physics runs in MuJoCo's C library (`mj_step(model, data, nstep=frame_skip)`), one
+`MjData` per environment. The batch's policy is evaluated by ONE jitted call per time step
+(it also computes `done` of the current observations, so termination costs no extra
+dispatch), and rewards for a whole rollout are computed by one jitted call at the end with
+the task's own `reward` function: real and imagined rewards are the same function.
+
+This is the default source of real data on a CPU. Bad actions are refused before they reach
+MuJoCo: a wrong shape or a non-finite entry raises `ValueError`, leaving every environment's
+state untouched (we raise rather than reset, so a NaN policy can never be silently hidden).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mbmpo_jax.envs.tasks import TaskSpec
+
+__all__ = ["NativeEnv", "RealBatch", "rollout", "uniform_policy"]
+
+# act_fn(params, key, obs [N, O]) -> act [N, A]; pure JAX.
+ActFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+class RealBatch(NamedTuple):
+    """Real rollouts of N environments over H steps.
+
+    Attributes:
+      obs: [N, H, O] observation before each step.
+      act: [N, H, A] applied (clipped) action.
+      next_obs: [N, H, O] observation after each step.
+      reward: [N, H] task reward of each transition.
+      done: [N, H] the transition ended the episode.
+      mask: [N, H] the transition happened (False after an episode ended).
+    """
+
+    obs: np.ndarray
+    act: np.ndarray
+    next_obs: np.ndarray
+    reward: np.ndarray
+    done: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def returns(self) -> np.ndarray:
+        """[N] undiscounted episode returns."""
+        return (self.reward * self.mask).sum(axis=1)
+
+    @property
+    def num_steps(self) -> int:
+        """Real transitions taken (the paper's time-step count)."""
+        return int(self.mask.sum())
+
+    def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Valid transitions flattened: `(obs [M, O], act [M, A], next_obs [M, O])`."""
+        m = self.mask.astype(bool)
+        return self.obs[m], self.act[m], self.next_obs[m]
+
+
+class NativeEnv:
+    """N copies of a task, stepped by MuJoCo on the host.
+
+    Not a pure function (MuJoCo's state lives in `MjData`); everything around it is.
+    """
+
+    def __init__(self, task: TaskSpec, num_envs: int):
+        import mujoco
+
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be positive, got {num_envs}")
+        self.task = task
+        self.num_envs = int(num_envs)
+        self.model = task.model
+        self.datas = [mujoco.MjData(self.model) for _ in range(self.num_envs)]
+        self._low = task.act_low.astype(np.float64)
+        self._high = task.act_high.astype(np.float64)
+        self._reset_states = jax.jit(lambda key: task.init_state(key, (self.num_envs,)))
+
+    @property
+    def obs_dim(self) -> int:
+        return self.task.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.task.act_dim
+
+    def observe(self) -> np.ndarray:
+        """[N, O] float32 observations of the current states."""
+        return np.stack([self.task.obs(d.qpos, d.qvel) for d in self.datas]).astype(np.float32)
+
+    def reset(self, key: jax.Array) -> np.ndarray:
+        """Resets all N environments from the task's reset distribution; returns [N, O]."""
+        import mujoco
+
+        qpos, qvel = (np.asarray(x, np.float64) for x in self._reset_states(key))
+        for i, d in enumerate(self.datas):
+            mujoco.mj_resetData(self.model, d)
+            d.qpos[:] = qpos[i]
+            d.qvel[:] = qvel[i]
+            mujoco.mj_forward(self.model, d)
+        return self.observe()
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Sets the states `qpos [N, nq]`, `qvel [N, nv]`; returns [N, O]."""
+        import mujoco
+
+        for i, d in enumerate(self.datas):
+            d.qpos[:] = qpos[i]
+            d.qvel[:] = qvel[i]
+            mujoco.mj_forward(self.model, d)
+        return self.observe()
+
+    def check_action(self, act) -> np.ndarray:
+        """Validates `act [N, A]` and clips it to the bounds; raises ValueError if bad."""
+        act = np.asarray(act, dtype=np.float64)
+        expected = (self.num_envs, self.act_dim)
+        if act.shape != expected:
+            raise ValueError(
+                f"{self.task.name}: action shape {act.shape}, expected {expected} "
+                "(num_envs, act_dim)"
+            )
+        if not np.all(np.isfinite(act)):
+            bad = sorted(set(np.nonzero(~np.isfinite(act))[0].tolist()))
+            raise ValueError(
+                f"{self.task.name}: non-finite action for env(s) {bad}; MuJoCo state left unchanged"
+            )
+        return np.clip(act, self._low, self._high)
+
+    def physics_step(self, act, active: np.ndarray | None = None) -> np.ndarray:
+        """Steps the (active) environments `frame_skip` physics steps; returns [N, O].
+
+        `act` is validated and clipped first; inactive environments are left as they are.
+        Returns the observations after the step (inactive ones unchanged).
+        """
+        import mujoco
+
+        act = self.check_action(act)
+        for i, d in enumerate(self.datas):
+            if active is None or active[i]:
+                d.ctrl[:] = act[i]
+                mujoco.mj_step(self.model, d, nstep=self.task.frame_skip)
+        return self.observe()
+
+    def step(self, act) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One control step of all N environments (no auto-reset).
+
+        Args:
+          act: [N, A] actions; clipped to the bounds, refused if non-finite or misshapen.
+        Returns:
+          `(next_obs [N, O], reward [N], done [N])`, reward and done from the task's JAX
+          functions on the observed transition.
+        """
+        obs = self.observe()
+        clipped = self.check_action(act).astype(np.float32)
+        next_obs = self.physics_step(clipped)
+        reward, done = _reward_done(self.task, obs, clipped, next_obs)
+        return next_obs, np.asarray(reward), np.asarray(done)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reward_done(task: TaskSpec, obs, act, next_obs):
+    return task.reward(obs, act, next_obs), task.done(next_obs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _rewards(task: TaskSpec, obs, act, next_obs):
+    return task.reward(obs, act, next_obs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _act_and_done(task: TaskSpec, act_fn: ActFn, params, key, obs, first):
+    # One dispatch per time step: the policy's actions and `done` of the observations that
+    # the previous step produced (at t = 0 nothing has ended yet).
+    act = act_fn(params, key, obs)
+    done = jnp.where(first, False, task.done(obs))
+    return act, done
+
+
+@functools.cache
+def uniform_policy(task: TaskSpec) -> ActFn:
+    """An `ActFn` drawing actions uniformly within the bounds (the paper's warm-up data).
+
+    Cached per task so that `rollout`'s jit cache hits across calls.
+    """
+    low, high = jnp.asarray(task.act_low), jnp.asarray(task.act_high)
+
+    def act_fn(params, key, obs):
+        del params
+        return jax.random.uniform(key, obs.shape[:-1] + low.shape, minval=low, maxval=high)
+
+    return act_fn
+
+
+def rollout(
+    env: NativeEnv,
+    act_fn: ActFn,
+    params: Any,
+    key: jax.Array,
+    horizon: int | None = None,
+) -> RealBatch:
+    """Runs N episodes of fixed horizon from fresh resets.
+
+    Args:
+      env: the batch of environments (reset here).
+      act_fn: `(params, key, obs [N, O]) -> act [N, A]`, pure JAX; it is jitted once per
+        (task, act_fn) and called once per step. Use a module-level or cached function so
+        that the jit cache hits across calls. To run a different policy per environment
+        (e.g. the T adapted policies), give `params` a leading [N] axis and vmap inside.
+      params: the policy parameters passed to `act_fn`.
+      key: PRNG key (reset noise and action sampling).
+      horizon: steps per episode; default the task's.
+
+    Returns:
+      RealBatch with [N, H] leaves. An environment whose episode ended is no longer
+      stepped; its later entries repeat its last observation and have mask False.
+    """
+    task = env.task
+    horizon = task.horizon if horizon is None else int(horizon)
+    n, o_dim, a_dim = env.num_envs, env.obs_dim, env.act_dim
+    key, reset_key = jax.random.split(key)
+    obs = env.reset(reset_key)
+    obs_buf = np.zeros((n, horizon, o_dim), np.float32)
+    act_buf = np.zeros((n, horizon, a_dim), np.float32)
+    next_buf = np.zeros((n, horizon, o_dim), np.float32)
+    alive = np.ones(n, bool)
+    mask = np.zeros((n, horizon), bool)
+    step_keys = jax.random.split(key, horizon)
+    for t in range(horizon):
+        act, done = _act_and_done(task, act_fn, params, step_keys[t], obs, t == 0)
+        if t > 0:
+            alive &= ~np.asarray(done)
+        if not alive.any():
+            # Every episode is over: the rest repeats the last observation, masked out.
+            obs_buf[:, t:] = next_buf[:, t:] = obs[:, None]
+            break
+        act = env.check_action(np.asarray(act)).astype(np.float32)
+        next_obs = env.physics_step(act, active=alive)
+        obs_buf[:, t], act_buf[:, t], next_buf[:, t] = obs, act, next_obs
+        mask[:, t] = alive
+        obs = next_obs
+    reward = np.asarray(_rewards(task, obs_buf, act_buf, next_buf))
+    done = np.asarray(_reward_done(task, obs_buf, act_buf, next_buf)[1]) & mask
+    return RealBatch(obs_buf, act_buf, next_buf, reward, done, mask)
