@@ -248,3 +248,27 @@ def rollout(
     reward = np.asarray(_rewards(task, obs_buf, act_buf, next_buf))
     done = np.asarray(_reward_done(task, obs_buf, act_buf, next_buf)[1]) & mask
     return RealBatch(obs_buf, act_buf, next_buf, reward, done, mask)
+
+
+def steps_per_second(task: TaskSpec, num_envs: int = 20, steps: int = 200, repeats: int = 3):
+    """Median env steps/s of `num_envs` environments under uniform-random actions.
+
+    Terminations are ignored (every environment is stepped `steps` times) so the number
+    measures the executor, not how long a random policy survives. Includes the one jitted
+    policy call per step, as real data collection does.
+    """
+    import time
+
+    env = NativeEnv(task, num_envs)
+    act_fn = uniform_policy(task)
+    keys = jax.random.split(jax.random.PRNGKey(0), steps)
+    rates = []
+    for r in range(repeats + 1):  # the first pass compiles
+        obs = env.reset(jax.random.PRNGKey(r))
+        start = time.perf_counter()
+        for t in range(steps):
+            act, _ = _act_and_done(task, act_fn, None, keys[t], obs, t == 0)
+            obs = env.physics_step(np.asarray(act))
+        if r:
+            rates.append(num_envs * steps / (time.perf_counter() - start))
+    return float(np.median(rates))

@@ -1,0 +1,81 @@
+"""Checkpoints: orbax pytrees of the whole run state, written atomically, last N kept.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a run
+killed mid-write leaves the previous checkpoints intact and `latest_step` never returns a
+partial one. The run's config is stored beside the checkpoints as `config.json` by the
+caller; never pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["CheckpointError", "Checkpointer"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or does not fit this run; one-line message."""
+
+
+class Checkpointer:
+    """Saves and restores the run state pytree under `run_dir/checkpoints/<step>`."""
+
+    def __init__(self, run_dir: str, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        # Orbax logs every save at INFO through absl; the run prints its own progress.
+        logging.getLogger("absl").setLevel(logging.WARNING)
+        self._ocp = ocp
+        self.directory = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except OSError as e:
+            raise CheckpointError(f"cannot create {self.directory}: {e}") from None
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any) -> None:
+        """Writes `state` as checkpoint `step` and waits until it is complete on disk."""
+        state = jax.tree.map(np.asarray, state)
+        try:
+            self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+            self._manager.wait_until_finished()
+        except Exception as e:  # orbax wraps OSErrors in several ways
+            raise CheckpointError(f"could not write checkpoint {step} in {self.directory}: {e}") from None
+
+    def restore(self, step: int, like: Any) -> Any:
+        """Restores checkpoint `step` into the structure, shapes and dtypes of `like`.
+
+        Raises CheckpointError naming the first mismatching leaf if the checkpoint was
+        written by another configuration.
+        """
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
+        try:
+            restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} does not fit this run's state: "
+                f"{str(e).splitlines()[0][:300]}"
+            ) from None
+        got = jax.tree_util.tree_leaves_with_path(restored)
+        want = jax.tree_util.tree_leaves_with_path(like)
+        for (path, a), (_, b) in zip(got, want, strict=True):
+            if np.shape(a) != np.shape(b):
+                raise CheckpointError(
+                    f"checkpoint {step}: {jax.tree_util.keystr(path)} has shape {np.shape(a)}, "
+                    f"this run expects {np.shape(b)}"
+                )
+        return restored
+
+    def close(self) -> None:
+        self._manager.close()

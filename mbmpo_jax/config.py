@@ -1,0 +1,251 @@
+"""Run configuration: the paper's values per task, presets, overrides and validation.
+
+`get_config(env, preset)` returns an `ml_collections.ConfigDict`; `apply_overrides` takes
+`["a.b=value", ...]` (what `--config.a.b=value` flags carry) and `validate` checks the whole
+config before anything starts. Every error is a `ConfigError` with a one-line message.
+
+Presets:
+  paper  the paper's configuration (the default): 5 x (512, 512) models, 20 tasks x 50
+         imagined rollouts x 200 steps, 30 TRPO meta steps, 100 iterations.
+  cpu    tuned to learn within about an hour on 2 CPU cores (smaller models and batches).
+  smoke  a whole run in well under 3 minutes on 2 CPU cores (tests, the README's demo).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ml_collections
+
+from mbmpo_jax.envs.tasks import TASKS
+
+__all__ = ["PRESETS", "ConfigError", "apply_overrides", "get_config", "to_json", "validate"]
+
+PRESETS = ("paper", "cpu", "smoke")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the field."""
+
+
+def _paper(env: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.env = env
+    c.preset = "paper"
+    c.seed = 0
+    c.horizon = 200  # real episodes
+    c.num_iterations = 100
+    c.initial_random_steps = 5000
+    c.num_eval_rollouts = 20  # pre-update policy on the real env; not counted as steps
+    c.checkpoint_keep = 3
+
+    c.ensemble = ml_collections.ConfigDict()
+    c.ensemble.num_models = 5
+    c.ensemble.hidden = (512, 512)
+    c.ensemble.activation = "relu"
+    c.ensemble.weight_norm = True
+    c.ensemble.learning_rate = 1e-3
+    c.ensemble.batch_size = 500
+    c.ensemble.max_epochs = 500
+    c.ensemble.valid_split = 0.2
+    c.ensemble.persistency = 0.99
+    c.ensemble.buffer_size = 100_000
+    c.ensemble.obs_clip = 1000.0
+
+    c.policy = ml_collections.ConfigDict()
+    c.policy.hidden = (32, 32)
+    c.policy.init_std = 1.0
+
+    c.meta = ml_collections.ConfigDict()
+    c.meta.meta_batch_size = 20
+    c.meta.rollouts_per_task = 50
+    c.meta.horizon = 200  # imagined
+    c.meta.num_meta_steps = 30
+    c.meta.inner_lr = 1e-3  # 0 gives the ME-TRPO ablation
+    c.meta.num_inner_steps = 1
+    c.meta.discount = 0.99
+    c.meta.gae_lambda = 1.0
+    c.meta.outer = "trpo"  # or "ppo" (RLlib's choice)
+    c.meta.max_kl = 0.01
+    c.meta.cg_iters = 10
+    c.meta.cg_damping = 1e-5
+    c.meta.backtrack_ratio = 0.8
+    c.meta.max_backtracks = 15
+    c.meta.ppo_clip = 0.2
+    c.meta.ppo_lr = 1e-3
+    c.meta.ppo_epochs = 8
+    c.meta.start_from = "reset"  # or "buffer": imagined rollouts start from real states
+    return c
+
+
+def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collections.ConfigDict:
+    """The configuration of `preset` for task `env` (ConfigError if either is unknown)."""
+    if env not in TASKS:
+        raise ConfigError(f"unknown env {env!r}; valid: {', '.join(TASKS)}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    c = _paper(env)
+    c.preset = preset
+    if preset == "cpu":
+        c.num_iterations = 50
+        c.initial_random_steps = 4000
+        c.num_eval_rollouts = 10
+        c.ensemble.hidden = (256, 256)
+        c.ensemble.max_epochs = 50
+        c.ensemble.weight_norm = False
+        c.meta.meta_batch_size = 10
+        c.meta.rollouts_per_task = 20
+        c.meta.horizon = 100
+        c.meta.num_meta_steps = 20
+    elif preset == "smoke":
+        c.horizon = 50
+        c.num_iterations = 2
+        c.initial_random_steps = 400
+        c.num_eval_rollouts = 2
+        c.checkpoint_keep = 2
+        c.ensemble.num_models = 2
+        c.ensemble.hidden = (32, 32)
+        c.ensemble.weight_norm = False
+        c.ensemble.batch_size = 64
+        c.ensemble.max_epochs = 5
+        c.ensemble.buffer_size = 5000
+        c.policy.hidden = (16, 16)
+        c.meta.meta_batch_size = 4
+        c.meta.rollouts_per_task = 4
+        c.meta.horizon = 20
+        c.meta.num_meta_steps = 2
+        c.meta.cg_iters = 3
+        c.meta.max_backtracks = 5
+        c.meta.ppo_epochs = 2
+    return c
+
+
+def _parse_value(text: str, current: Any, path: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            low = text.lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+            kind = type(current[0]) if current else int
+            return tuple(kind(p) for p in parts)
+        return text
+    except ValueError:
+        raise ConfigError(
+            f"--config.{path}={text!r}: expected {type(current).__name__}"
+        ) from None
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> None:
+    """Applies `["a.b=value", ...]` in place, typed like the current value."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--config.{item}: expected --config.FIELD=VALUE")
+        path, text = item.split("=", 1)
+        node = cfg
+        keys = path.split(".")
+        for k in keys[:-1]:
+            if k not in node or not isinstance(node[k], ml_collections.ConfigDict):
+                raise ConfigError(f"--config.{path}: unknown config field")
+            node = node[k]
+        if keys[-1] not in node or isinstance(node[keys[-1]], ml_collections.ConfigDict):
+            raise ConfigError(f"--config.{path}: unknown config field")
+        node[keys[-1]] = _parse_value(text, node[keys[-1]], path)
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError (one line) on the first bad value."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.env in TASKS, f"env: unknown {cfg.env!r}; valid: {', '.join(TASKS)}")
+    positive = {
+        "horizon": cfg.horizon,
+        "num_iterations": cfg.num_iterations,
+        "num_eval_rollouts": cfg.num_eval_rollouts,
+        "checkpoint_keep": cfg.checkpoint_keep,
+        "ensemble.num_models": cfg.ensemble.num_models,
+        "ensemble.batch_size": cfg.ensemble.batch_size,
+        "ensemble.max_epochs": cfg.ensemble.max_epochs,
+        "ensemble.buffer_size": cfg.ensemble.buffer_size,
+        "ensemble.learning_rate": cfg.ensemble.learning_rate,
+        "ensemble.obs_clip": cfg.ensemble.obs_clip,
+        "policy.init_std": cfg.policy.init_std,
+        "meta.meta_batch_size": cfg.meta.meta_batch_size,
+        "meta.rollouts_per_task": cfg.meta.rollouts_per_task,
+        "meta.horizon": cfg.meta.horizon,
+        "meta.num_meta_steps": cfg.meta.num_meta_steps,
+        "meta.num_inner_steps": cfg.meta.num_inner_steps,
+        "meta.max_kl": cfg.meta.max_kl,
+        "meta.cg_iters": cfg.meta.cg_iters,
+        "meta.max_backtracks": cfg.meta.max_backtracks,
+        "meta.ppo_lr": cfg.meta.ppo_lr,
+        "meta.ppo_epochs": cfg.meta.ppo_epochs,
+    }
+    for name, value in positive.items():
+        need(value > 0, f"{name} must be positive, got {value}")
+    need(cfg.initial_random_steps >= 0, "initial_random_steps must be >= 0")
+    for name, sizes in (("ensemble.hidden", cfg.ensemble.hidden), ("policy.hidden", cfg.policy.hidden)):
+        need(len(sizes) > 0 and all(s > 0 for s in sizes), f"{name} sizes must be positive, got {sizes}")
+    need(cfg.meta.inner_lr >= 0, f"meta.inner_lr must be >= 0, got {cfg.meta.inner_lr}")
+    need(cfg.meta.cg_damping >= 0, "meta.cg_damping must be >= 0")
+    need(0 < cfg.meta.backtrack_ratio < 1, "meta.backtrack_ratio must be in (0, 1)")
+    need(0 < cfg.meta.discount <= 1, "meta.discount must be in (0, 1]")
+    need(0 <= cfg.meta.gae_lambda <= 1, "meta.gae_lambda must be in [0, 1]")
+    need(0 < cfg.ensemble.valid_split < 1, "ensemble.valid_split must be in (0, 1)")
+    need(0 < cfg.ensemble.persistency < 1, "ensemble.persistency must be in (0, 1)")
+    need(cfg.meta.ppo_clip > 0, "meta.ppo_clip must be positive")
+    need(cfg.meta.outer in ("trpo", "ppo"), f"meta.outer must be trpo or ppo, got {cfg.meta.outer!r}")
+    need(
+        cfg.meta.start_from in ("reset", "buffer"),
+        f"meta.start_from must be reset or buffer, got {cfg.meta.start_from!r}",
+    )
+    need(
+        cfg.ensemble.activation in ("relu", "tanh", "swish", "elu"),
+        f"ensemble.activation: unknown {cfg.ensemble.activation!r}",
+    )
+    t, k = cfg.meta.meta_batch_size, cfg.ensemble.num_models
+    need(
+        t % k == 0,
+        f"meta.meta_batch_size ({t}) must be a multiple of ensemble.num_models ({k})",
+    )
+    need(
+        cfg.ensemble.buffer_size >= 10,
+        f"ensemble.buffer_size must be at least 10, got {cfg.ensemble.buffer_size}",
+    )
+
+
+def to_json(cfg: ml_collections.ConfigDict) -> str:
+    """The config as stable, sorted JSON (tuples become lists)."""
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """Inverse of `to_json` (lists back to tuples where the defaults have tuples)."""
+    raw = json.loads(text)
+    cfg = get_config(raw["env"], raw.get("preset", "paper"))
+
+    def fill(node: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
+        for key, value in values.items():
+            if key not in node:
+                raise ConfigError(f"config.json: unknown field {prefix}{key}")
+            if isinstance(node[key], ml_collections.ConfigDict):
+                fill(node[key], value, f"{prefix}{key}.")
+            elif isinstance(node[key], tuple):
+                node[key] = tuple(value)
+            else:
+                node[key] = value
+
+    fill(cfg, raw, "")
+    return cfg

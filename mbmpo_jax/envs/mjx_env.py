@@ -1,0 +1,208 @@
+"""MJX executor: the task definitions of `tasks.py` stepped by MuJoCo XLA, as a brax `Env`.
+
+The physics is `mujoco.mjx` (pure JAX), so a whole batch of rollouts is one jitted program
+(`scan` over time, `vmap` over environments) and brax's own trainers accept the env as is
+(`brax.training.agents.ppo.train.train(environment=MjxEnv(task), ...)`), which is how the
+model-free baseline (`experiments/baseline.py`) runs.
+
+A step is the native executor's step written in JAX: clip the action to the bounds, set
+`ctrl`, `frame_skip` calls of `mjx.step`, observe with `task.obs(qpos, qvel)`. Reward and
+done are the task's own functions of `(obs, clipped act, next_obs)`, so the real reward and
+the reward imagination gives a predicted transition are the same function.
+
+MJX computes in float32 unless `jax_enable_x64` is on. In float64 it reproduces
+`mujoco.mj_step` to ~1e-11 over 40 control steps on the contact-rich tasks; in float32 the
+rounding is amplified by the chaotic, contact-rich dynamics (see `tests/test_mjx_env.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mbmpo_jax.envs.native import ActFn, RealBatch, uniform_policy
+from mbmpo_jax.envs.tasks import TaskSpec, get_task
+
+# mujoco.mjx prints "Failed to import warp" (an optional GPU backend) on import; brax
+# imports mjx too. Import both once with stdout captured, so users never see it.
+with contextlib.redirect_stdout(io.StringIO()):
+    from brax.envs import base as brax_base
+    from mujoco import mjx
+
+__all__ = ["MjxEnv", "rollout", "steps_per_second"]
+
+State = brax_base.State
+
+
+class MjxEnv(brax_base.Env):
+    """One environment of a task, simulated by MJX; `vmap` it for a batch.
+
+    `state.pipeline_state` is the full `mjx.Data` (MuJoCo carries the solver's warm start
+    from step to step, and so do we). `state.obs` is `[O]`, `state.reward` and `state.done`
+    (0. or 1.) are scalars of the last transition; both are 0 after `reset`.
+
+    Attributes:
+      task: the TaskSpec.
+      sys: the `mjx.Model` (brax's name for the physics system).
+    """
+
+    def __init__(self, task: TaskSpec | str):
+        self.task = get_task(task) if isinstance(task, str) else task
+        self.sys = mjx.put_model(self.task.model)
+        # Built once outside any trace: reset only overwrites qpos/qvel of this template.
+        self._data0 = mjx.make_data(self.sys)
+        self._low = jnp.asarray(self.task.act_low)
+        self._high = jnp.asarray(self.task.act_high)
+
+    # --- brax.envs.base.Env ----------------------------------------------------------
+    def reset(self, rng: jax.Array) -> State:
+        """Samples `task.init_state(rng)`; obs is read after `mjx.forward`."""
+        qpos, qvel = self.task.init_state(rng)
+        data = self._data0.replace(
+            qpos=qpos.astype(self._data0.qpos.dtype), qvel=qvel.astype(self._data0.qvel.dtype)
+        )
+        data = mjx.forward(self.sys, data)
+        obs = self._observe(data)
+        zero = jnp.zeros((), obs.dtype)
+        return State(pipeline_state=data, obs=obs, reward=zero, done=zero)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        """One control step: clip `action [A]`, `frame_skip` physics steps, reward, done."""
+        data = state.pipeline_state
+        # The observation the transition starts from is read off the physics, not
+        # `state.obs`, so a wrapper rewriting `obs` can never change the reward.
+        obs = self._observe(data)
+        act = jnp.clip(action, self._low, self._high).astype(data.ctrl.dtype)
+        data = data.replace(ctrl=act)
+        data = jax.lax.fori_loop(
+            0, self.task.frame_skip, lambda _, d: mjx.step(self.sys, d), data
+        )
+        next_obs = self._observe(data)
+        reward = self.task.reward(obs, act, next_obs).astype(next_obs.dtype)
+        done = self.task.done(next_obs).astype(next_obs.dtype)
+        return state.replace(pipeline_state=data, obs=next_obs, reward=reward, done=done)
+
+    @property
+    def observation_size(self) -> int:
+        return self.task.obs_dim
+
+    @property
+    def action_size(self) -> int:
+        return self.task.act_dim
+
+    @property
+    def backend(self) -> str:
+        return "mjx"
+
+    # --- extras ------------------------------------------------------------------------
+    @property
+    def dt(self) -> float:
+        """Control timestep in seconds."""
+        return self.task.dt
+
+    def _observe(self, data) -> jax.Array:
+        return self.task.obs(data.qpos, data.qvel)
+
+
+def rollout(
+    env: MjxEnv,
+    act_fn: ActFn,
+    params: Any,
+    key: jax.Array,
+    num_envs: int,
+    horizon: int | None = None,
+) -> RealBatch:
+    """`num_envs` episodes of `horizon` steps from fresh resets, as ONE jitted program.
+
+    Same contract as `native.rollout`, so the two executors are interchangeable.
+
+    Args:
+      env: the MjxEnv (static: the program is compiled once per env object).
+      act_fn: `(params, key, obs [N, O]) -> act [N, A]`, pure JAX; static too, so pass a
+        module-level or cached function (e.g. `native.uniform_policy(task)`).
+      params: policy parameters (traced).
+      key: PRNG key (reset noise and the policy's keys).
+      num_envs: N.
+      horizon: H; default the task's.
+
+    Returns:
+      RealBatch of jax arrays: `obs`, `next_obs [N, H, O]`, `act [N, H, A]` (applied,
+      clipped), `reward`, `done`, `mask [N, H]`. `mask[:, t]` is True while no earlier
+      transition was done; an ended episode is frozen (later entries repeat its last
+      observation, reward and done 0), so `returns` (= sum of reward * mask) excludes
+      everything after the first done.
+    """
+    horizon = env.task.horizon if horizon is None else int(horizon)
+    if num_envs <= 0 or horizon <= 0:
+        raise ValueError(f"num_envs and horizon must be positive, got {num_envs}, {horizon}")
+    return _rollout(env, act_fn, int(num_envs), horizon, params, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _rollout(env: MjxEnv, act_fn: ActFn, num_envs: int, horizon: int, params, key):
+    reset_key, step_key = jax.random.split(key)
+    state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+    v_step = jax.vmap(env.step)
+
+    def body(carry, k):
+        state, alive = carry
+        obs = state.obs
+        act = jnp.clip(act_fn(params, k, obs), env._low, env._high)
+        nstate = v_step(state, act)
+        # Ended episodes keep their last state (MuJoCo is not stepped past a done in the
+        # native executor either), and report no reward and no done.
+        nstate = jax.tree.map(
+            lambda new, old: jnp.where(alive.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+            nstate,
+            state,
+        )
+        reward = jnp.where(alive, nstate.reward, 0.0)
+        done = alive & (nstate.done > 0)
+        out = (obs, act, nstate.obs, reward, done, alive)
+        return (nstate, alive & ~done), out
+
+    keys = jax.random.split(step_key, horizon)
+    alive0 = jnp.ones((num_envs,), bool)
+    _, (obs, act, next_obs, reward, done, mask) = jax.lax.scan(body, (state, alive0), keys)
+    to_nh = lambda x: jnp.swapaxes(x, 0, 1)  # [H, N, ...] -> [N, H, ...]
+    return RealBatch(*map(to_nh, (obs, act, next_obs, reward, done, mask)))
+
+
+def steps_per_second(
+    task: TaskSpec | str, num_envs: int = 20, steps: int = 200, repeats: int = 3
+) -> float:
+    """Median steady-state env steps/s of `num_envs` MJX envs under uniform-random actions.
+
+    One jitted `scan(vmap(step))` of `steps` steps; the first call (compile) is excluded.
+    Terminations are ignored (every env is stepped `steps` times), as in
+    `native.steps_per_second`, so the number measures the executor.
+    """
+    env = MjxEnv(task)
+    act_fn = uniform_policy(env.task)
+
+    @jax.jit
+    def run(key):
+        reset_key, step_key = jax.random.split(key)
+        state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+
+        def body(state, k):
+            return jax.vmap(env.step)(state, act_fn(None, k, state.obs)), None
+
+        state, _ = jax.lax.scan(body, state, jax.random.split(step_key, steps))
+        return state.obs
+
+    rates = []
+    for r in range(repeats + 1):  # the first pass compiles
+        key = jax.random.PRNGKey(r)
+        start = time.perf_counter()
+        jax.block_until_ready(run(key))
+        if r:
+            rates.append(num_envs * steps / (time.perf_counter() - start))
+    return float(np.median(rates))

@@ -1,0 +1,152 @@
+"""Imaginary rollouts of per-task policies in an ensemble of learned dynamics models.
+
+Task ``i`` of ``T`` runs in model ``i // (T // K)`` (the original code's contiguous split
+of 20 tasks over 5 models; RLlib's port mis-assigned workers to models, so the split is
+validated here). All ``T * R`` rollouts advance together: one ``lax.scan`` over the
+horizon, the policy ``vmap``-ed over tasks (each task has its own params) and the
+dynamics ``vmap``-ed over models, each model stepping the ``T // K * R`` rollouts of its
+own tasks in one batch, so no model params are copied per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mbmpo_jax import policy as pol
+
+DynamicsFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+class Rollouts(NamedTuple):
+    """Imagined samples, time-major inside each rollout.
+
+    obs:  ``[T, R, H, O]`` observation the action was taken in.
+    act:  ``[T, R, H, A]`` sampled action *before* clipping (what ``logp`` is of).
+    rew:  ``[T, R, H]`` reward of the clipped action, 0 where ``mask`` is 0.
+    mask: ``[T, R, H]`` 1 while the rollout is alive; the step that ends it counts.
+    logp: ``[T, R, H]`` log-prob of ``act`` under the sampling policy.
+    last_obs: ``[T, R, O]`` observation after the final step.
+    """
+
+    obs: jax.Array
+    act: jax.Array
+    rew: jax.Array
+    mask: jax.Array
+    logp: jax.Array
+    last_obs: jax.Array
+
+
+def task_to_model(num_tasks: int, num_models: int) -> np.ndarray:
+    """Model index of each task, ``[T]`` int: contiguous blocks of ``T // K`` tasks."""
+    if num_models <= 0 or num_tasks % num_models != 0:
+        raise ValueError(
+            f"meta_batch_size {num_tasks} must be a positive multiple of the number of "
+            f"models {num_models} (each model gets the same number of tasks)"
+        )
+    return np.arange(num_tasks) // (num_tasks // num_models)
+
+
+def num_models_of(models: Any) -> int:
+    """``K``: the leading axis shared by every leaf of ``models``."""
+    sizes = {x.shape[0] for x in jax.tree.leaves(models)}
+    if len(sizes) != 1:
+        raise ValueError(f"model leaves disagree on the leading [K] axis: {sizes}")
+    return sizes.pop()
+
+
+def imagine(
+    key: jax.Array,
+    policy_params: Any,
+    models: Any,
+    task: Any,
+    dynamics_fn: DynamicsFn,
+    *,
+    rollouts_per_task: int,
+    horizon: int,
+    start_obs: jax.Array | None = None,
+    obs_clip: float = 1000.0,
+) -> Rollouts:
+    """Samples ``R`` rollouts of horizon ``H`` per task in that task's model.
+
+    Jittable; ``T`` is read from the leading axis of ``policy_params``, ``K`` from
+    ``models``.
+
+    Args:
+      key: PRNG key.
+      policy_params: per-task policy params, every leaf with a leading ``[T]`` axis.
+      models: dynamics params, every leaf with a leading ``[K]`` axis.
+      task: object with ``reward``, ``done``, ``init_obs``, ``act_low``, ``act_high``.
+      dynamics_fn: ``(model_k, obs[B, O], act[B, A]) -> next_obs[B, O]``.
+      rollouts_per_task: ``R``.
+      horizon: ``H``.
+      start_obs: optional ``[T, R, O]`` start states (e.g. real states from the
+        buffer); default draws them from ``task.init_obs``.
+      obs_clip: imagined states are clipped to ``+-obs_clip`` (as the original code)
+        so a diverging model cannot overflow the policy or the baseline.
+
+    Returns:
+      ``Rollouts`` with arrays ``[T, R, H, ...]``.
+    """
+    num_tasks = jax.tree.leaves(policy_params)[0].shape[0]
+    num_models = num_models_of(models)
+    task_to_model(num_tasks, num_models)  # validates T % K == 0
+    tasks_per_model = num_tasks // num_models
+    r = rollouts_per_task
+    key_init, key_steps = jax.random.split(key)
+    if start_obs is None:
+        start_obs = task.init_obs(key_init, (num_tasks, r))
+    obs0 = jnp.clip(jnp.asarray(start_obs, jnp.float32), -obs_clip, obs_clip)
+    if obs0.shape[:2] != (num_tasks, r):
+        raise ValueError(f"start_obs must be [T={num_tasks}, R={r}, O], got {obs0.shape}")
+    obs_dim = obs0.shape[-1]
+    act_low = jnp.asarray(task.act_low, jnp.float32)
+    act_high = jnp.asarray(task.act_high, jnp.float32)
+    per_task_apply = jax.vmap(pol.apply)
+    per_model_step = jax.vmap(dynamics_fn)
+
+    def step(carry, step_key):
+        obs, alive = carry  # [T, R, O], bool [T, R]
+        mean, log_std = per_task_apply(policy_params, obs)
+        act = pol.sample(step_key, mean, log_std)
+        logp = pol.log_prob(mean, log_std, act)
+        act_env = jnp.clip(act, act_low, act_high)
+        # Contiguous task blocks make the per-model batch a free reshape.
+        next_obs = per_model_step(
+            models,
+            obs.reshape(num_models, tasks_per_model * r, obs_dim),
+            act_env.reshape(num_models, tasks_per_model * r, -1),
+        ).reshape(obs.shape)
+        # A model that returns NaN/inf ends the rollout there instead of poisoning the
+        # batch; the clip keeps finite-but-exploding states bounded.
+        finite = jnp.all(jnp.isfinite(next_obs), axis=-1)
+        next_obs = jnp.where(finite[..., None], jnp.clip(next_obs, -obs_clip, obs_clip), obs)
+        rew = task.reward(obs, act_env, next_obs)
+        rew = jnp.where(alive & finite & jnp.isfinite(rew), rew, 0.0)
+        mask = alive.astype(jnp.float32)
+        alive = alive & finite & ~task.done(next_obs)
+        return (next_obs, alive), (obs, act, rew, mask, logp)
+
+    alive0 = jnp.ones((num_tasks, r), bool)
+    (last_obs, _), (obs, act, rew, mask, logp) = jax.lax.scan(
+        step, (obs0, alive0), jax.random.split(key_steps, horizon)
+    )
+    # scan stacks time first: [H, T, R, ...] -> [T, R, H, ...]
+    time_last = lambda x: jnp.moveaxis(x, 0, 2)
+    return Rollouts(
+        obs=time_last(obs),
+        act=time_last(act),
+        rew=time_last(rew),
+        mask=time_last(mask),
+        logp=time_last(logp),
+        last_obs=last_obs,
+    )
+
+
+def undiscounted_return(rollouts: Rollouts) -> jax.Array:
+    """Mean undiscounted return per task, ``[T]``."""
+    return jnp.mean(jnp.sum(rollouts.rew, axis=-1), axis=-1)

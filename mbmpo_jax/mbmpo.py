@@ -1,0 +1,296 @@
+"""One MB-MPO iteration: collect real data -> fit the ensemble -> meta-learn the policy.
+
+    real MuJoCo (NativeEnv) --transitions--> Buffer --fit--> ensemble (K models)
+         ^                                                      |
+         |                                 imagination: T tasks x R rollouts x H steps
+         |                                                      |
+    post-update policies [T] <--inner PG step-- pre-update samples; outer TRPO on theta
+
+`Trainer(cfg)` builds, once, everything that is compiled (the ensemble fit, the N meta
+steps in one `lax.scan`, the jitted policy calls of the real executor) and the host-side
+environments. The run's whole state is the explicit `TrainState` pytree: `iteration`
+maps a state to the next one, deterministically for a given state, so a checkpoint of
+`TrainState` resumes a run exactly.
+
+Per iteration (after the warm-up of `initial_random_steps` uniform-random steps):
+  1. fit the ensemble on the buffer (per-model early stopping);
+  2. `num_meta_steps` meta steps on the ensemble (pre-sample, inner step, post-sample,
+     outer TRPO/PPO step);
+  3. collect T real rollouts with the T post-update policies of the last meta step
+     (tailored exploration) -> buffer; these steps are counted (`n_timesteps`) and their
+     returns are `PostPolicy/AverageReturn`;
+  4. evaluate the pre-update policy on `num_eval_rollouts` real episodes (not counted):
+     `PrePolicy/AverageReturn`, the number the paper plots.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mbmpo_jax import buffer as buffer_lib
+from mbmpo_jax import dynamics, maml
+from mbmpo_jax import policy as policy_lib
+from mbmpo_jax.envs import native
+from mbmpo_jax.envs.tasks import TaskSpec, get_task
+
+__all__ = ["NonFiniteError", "TrainState", "Trainer", "ensemble_config", "meta_config"]
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN/inf reached a place it must not (one-line message; the run stops resumably)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue (checkpointed after every iteration).
+
+    meta: `maml.MetaState` (policy params theta, outer optimiser state, imagination key).
+    ensemble: `dynamics.EnsembleState` (params [K, ...], Adam state, normaliser).
+    buffer: `buffer.Buffer` of real transitions (fixed capacity + count).
+    post_params: [T]-stacked post-update policy params of the last meta step.
+    key: the run's PRNG key for real-data collection and fits.
+    iteration: iterations completed; n_timesteps: real steps collected (evaluation excluded).
+    """
+
+    meta: maml.MetaState
+    ensemble: dynamics.EnsembleState
+    buffer: buffer_lib.Buffer
+    post_params: Any
+    key: jax.Array
+    iteration: jax.Array
+    n_timesteps: jax.Array
+
+
+def ensemble_config(cfg: ml_collections.ConfigDict) -> dynamics.EnsembleConfig:
+    e = cfg.ensemble
+    return dynamics.EnsembleConfig(
+        num_models=e.num_models,
+        hidden=tuple(e.hidden),
+        activation=e.activation,
+        weight_norm=e.weight_norm,
+        learning_rate=e.learning_rate,
+        batch_size=e.batch_size,
+        max_epochs=e.max_epochs,
+        valid_split=e.valid_split,
+        persistency=e.persistency,
+        obs_clip=e.obs_clip,
+    )
+
+
+def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
+    m = cfg.meta
+    return maml.MetaConfig(
+        meta_batch_size=m.meta_batch_size,
+        rollouts_per_task=m.rollouts_per_task,
+        horizon=m.horizon,
+        policy_hidden=tuple(cfg.policy.hidden),
+        init_std=cfg.policy.init_std,
+        inner_lr=m.inner_lr,
+        num_inner_steps=m.num_inner_steps,
+        discount=m.discount,
+        gae_lambda=m.gae_lambda,
+        obs_clip=cfg.ensemble.obs_clip,
+        start_states="given" if m.start_from == "buffer" else "reset",
+        outer=m.outer,
+        max_kl=m.max_kl,
+        cg_iters=m.cg_iters,
+        cg_damping=m.cg_damping,
+        backtrack_ratio=m.backtrack_ratio,
+        max_backtracks=m.max_backtracks,
+        ppo_clip=m.ppo_clip,
+        ppo_lr=m.ppo_lr,
+        ppo_num_steps=m.ppo_epochs,
+        num_meta_steps=m.num_meta_steps,
+    )
+
+
+# The real executor's jitted step is keyed on these functions: module-level, so that every
+# Trainer shares one compiled policy call per task.
+def _act_shared(params, key, obs):
+    """One policy for every env: `obs [N, O] -> act [N, A]` (unclipped Gaussian sample)."""
+    mean, log_std = policy_lib.apply(params, obs)
+    return policy_lib.sample(key, mean, log_std)
+
+
+def _act_per_env(params_t, key, obs):
+    """Env i runs policy i of the [T]-stacked params: `obs [T, O] -> act [T, A]`."""
+    keys = jax.random.split(key, obs.shape[0])
+
+    def one(p, k, o):
+        mean, log_std = policy_lib.apply(p, o)
+        return policy_lib.sample(k, mean, log_std)
+
+    return jax.vmap(one)(params_t, keys, obs)
+
+
+def _all_finite(tree) -> bool:
+    return bool(jax.tree.reduce(lambda a, b: a & b, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)))
+
+
+@jax.jit
+def _model_diagnostics(ens: dynamics.EnsembleState, obs, act, next_obs, mask):
+    """Ensemble std and one-step error of the ensemble mean on real transitions [M, ...]."""
+    pred = dynamics.predict(ens, obs, act)  # [K, M, O]
+    w = mask / jnp.maximum(mask.sum(), 1.0)
+    std = jnp.sum(jnp.mean(jnp.std(pred, axis=0), axis=-1) * w)
+    err = jnp.sum(jnp.mean(jnp.square(pred.mean(0) - next_obs), axis=-1) * w)
+    finite = jnp.all(jnp.isfinite(pred))
+    return std, err, finite
+
+
+class Trainer:
+    """Compiled phases and environments of one configuration (see the module docstring)."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict):
+        self.cfg = cfg
+        self.task: TaskSpec = get_task(cfg.env, horizon=cfg.horizon)
+        self.ens_cfg = ensemble_config(cfg)
+        self.meta_cfg = meta_config(cfg)
+        t = self.meta_cfg.meta_batch_size
+        self.collect_env = native.NativeEnv(self.task, t)
+        self.eval_env = native.NativeEnv(self.task, cfg.num_eval_rollouts)
+        # Real batches have a fixed padded size so that adding them never recompiles.
+        self._pad = t * self.task.horizon
+        meta_train = maml.make_meta_train(self.meta_cfg, self.task, dynamics.model_step)
+        self._meta_train = jax.jit(meta_train)
+        self.model_steps_per_iteration = (
+            cfg.meta.num_meta_steps
+            * (cfg.meta.num_inner_steps + 1)
+            * t
+            * cfg.meta.rollouts_per_task
+            * cfg.meta.horizon
+        )
+
+    # ------------------------------------------------------------------ state
+    def empty_state(self, key: jax.Array) -> TrainState:
+        """A fresh state with an empty buffer (also the template for restoring)."""
+        k_meta, k_ens, key = jax.random.split(key, 3)
+        meta = maml.init_meta_state(k_meta, self.meta_cfg, self.task.obs_dim, self.task.act_dim)
+        ens = dynamics.init(k_ens, self.task.obs_dim, self.task.act_dim, self.ens_cfg)
+        buf = buffer_lib.init(self.cfg.ensemble.buffer_size, self.task.obs_dim, self.task.act_dim)
+        post = maml.broadcast_tasks(meta.params, self.meta_cfg.meta_batch_size)
+        return TrainState(
+            meta=meta,
+            ensemble=ens,
+            buffer=buf,
+            post_params=post,
+            key=key,
+            iteration=jnp.zeros((), jnp.int32),
+            n_timesteps=jnp.zeros((), jnp.int32),
+        )
+
+    def init(self, key: jax.Array) -> TrainState:
+        """A fresh state whose buffer holds `initial_random_steps` uniform-random steps."""
+        state = self.empty_state(key)
+        target = self.cfg.initial_random_steps
+        buf, got, key = state.buffer, 0, state.key
+        uniform = native.uniform_policy(self.task)
+        while got < target:
+            key, k = jax.random.split(key)
+            batch = native.rollout(self.collect_env, uniform, None, k)
+            buf, n = self._add(buf, batch, limit=target - got)
+            got += n
+        return state.replace(buffer=buf, key=key, n_timesteps=jnp.asarray(got, jnp.int32))
+
+    def _add(self, buf, batch: native.RealBatch, limit: int | None = None):
+        obs, act, next_obs = batch.transitions()
+        n = obs.shape[0] if limit is None else min(obs.shape[0], limit)
+        if not (np.isfinite(obs[:n]).all() and np.isfinite(next_obs[:n]).all()):
+            raise NonFiniteError(f"{self.task.name}: the simulator returned NaN/inf observations")
+        pad = lambda x: np.pad(x[:n], ((0, self._pad - n), (0, 0)))
+        buf = buffer_lib.add_prefix(buf, pad(obs), pad(act), pad(next_obs), np.int32(n))
+        return buf, n
+
+    # ------------------------------------------------------------------ iteration
+    def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
+        """Fit -> meta-learn -> collect with the adapted policies -> evaluate. Pure in state."""
+        cfg = self.cfg
+        key, k_fit, k_collect, k_eval = jax.random.split(state.key, 4)
+        times = {}
+
+        start = time.perf_counter()
+        ens, fit_info = dynamics.fit(state.ensemble, state.buffer, k_fit, self.ens_cfg)
+        fit_info = jax.device_get(fit_info)
+        if not _all_finite(ens.params):
+            raise NonFiniteError("dynamics fit produced non-finite model parameters")
+        times["fit"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        models = dynamics.model_params(ens)
+        if self.meta_cfg.start_states == "given":
+            meta, post_params, diags = self._meta_train(
+                state.meta, models, state.buffer.obs, state.buffer.count
+            )
+        else:
+            meta, post_params, diags = self._meta_train(state.meta, models)
+        diags = jax.device_get(diags)
+        times["meta"] = time.perf_counter() - start
+        if not _all_finite(meta.params):  # the meta step rejects such steps; belt and braces
+            raise NonFiniteError("meta step produced non-finite policy parameters")
+
+        start = time.perf_counter()
+        batch = native.rollout(self.collect_env, _act_per_env, post_params, k_collect)
+        buf, n_new = self._add(state.buffer, batch)
+        times["collect"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        evaluation = native.rollout(self.eval_env, _act_shared, meta.params, k_eval)
+        std, err, pred_finite = jax.device_get(
+            _model_diagnostics(
+                ens,
+                batch.obs.reshape(-1, self.task.obs_dim),
+                batch.act.reshape(-1, self.task.act_dim),
+                batch.next_obs.reshape(-1, self.task.obs_dim),
+                batch.mask.reshape(-1).astype(np.float32),
+            )
+        )
+        times["eval"] = time.perf_counter() - start
+
+        new_state = TrainState(
+            meta=meta,
+            ensemble=ens,
+            buffer=buf,
+            post_params=post_params,
+            key=key,
+            iteration=state.iteration + 1,
+            n_timesteps=state.n_timesteps + n_new,
+        )
+        last = jax.tree.map(lambda x: x[-1], diags)
+        metrics = {
+            "iteration": float(new_state.iteration),
+            "n_timesteps": float(new_state.n_timesteps),
+            "PrePolicy/AverageReturn": float(evaluation.returns.mean()),
+            "PrePolicy/StdReturn": float(evaluation.returns.std()),
+            "PrePolicy/AverageLength": float(evaluation.mask.sum(1).mean()),
+            "PostPolicy/AverageReturn": float(batch.returns.mean()),
+            "PostPolicy/StdReturn": float(batch.returns.std()),
+            "Model/TrainLoss": float(np.mean(fit_info.train_loss)),
+            "Model/ValidLoss": float(np.mean(fit_info.valid_loss)),
+            "Model/EpochsMean": float(np.mean(fit_info.epochs)),
+            "Model/EpochsMax": float(np.max(fit_info.epochs)),
+            "Model/EnsembleStd": float(std),
+            "Model/OneStepMSE": float(err),
+            "Model/Diverged": float(not pred_finite),
+            "Meta/KLPrePost": float(np.mean(last.kl_pre_post)),
+            "Meta/KLPrePostAllSteps": float(np.mean(diags.kl_pre_post)),
+            "Meta/ImaginedPreReturn": float(np.mean(last.pre_return)),
+            "Meta/ImaginedPostReturn": float(np.mean(last.post_return)),
+            "Meta/AcceptRate": float(np.mean(diags.accepted)),
+            "Meta/NonFiniteSteps": float(np.sum(diags.nonfinite)),
+            "Meta/Entropy": float(last.entropy),
+            "Meta/SurrogateGain": float(np.mean(diags.surr_after - diags.surr_before)),
+            "Time/Fit": times["fit"],
+            "Time/Meta": times["meta"],
+            "Time/Collect": times["collect"],
+            "Time/Eval": times["eval"],
+            "Time/Iteration": sum(times.values()),
+            "Meta/ModelStepsPerSec": self.model_steps_per_iteration / max(times["meta"], 1e-9),
+        }
+        return new_state, metrics

@@ -1,0 +1,112 @@
+"""Gaussian MLP policy with a state-independent learned log-std.
+
+The policy of the paper (rllab's ``GaussianMLPPolicy``): a tanh MLP (32, 32) gives the
+action mean, a free vector gives the log-std (initial std 1.0), both adapted by the
+inner step. A network is an ``(init, apply)`` pair of pure functions over a params
+pytree; the distribution helpers below work on the ``(mean, log_std)`` that ``apply``
+returns, so that the losses in ``maml.py`` never need to know about layers.
+
+Params pytree: ``{"layers": [{"w": [I, O], "b": [O]}, ...], "log_std": [A]}``. The layer
+count is read from the pytree, so ``apply`` needs no configuration and works unchanged
+on params with extra leading axes under ``vmap`` (per-task post-update params ``[T]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Params = Any  # a pytree, see the module docstring
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Policy(NamedTuple):
+    """An ``(init, apply)`` pair.
+
+    init: ``key -> params``.
+    apply: ``(params, obs[..., O]) -> (mean[..., A], log_std[..., A])``.
+    """
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def init(
+    key: jax.Array,
+    obs_dim: int,
+    act_dim: int,
+    hidden: Sequence[int] = (32, 32),
+    init_std: float = 1.0,
+) -> Params:
+    """Fresh params: Glorot-uniform weights and zero biases (rllab's MLP defaults)."""
+    sizes = [obs_dim, *hidden, act_dim]
+    keys = jax.random.split(key, len(sizes) - 1)
+    layers = []
+    for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True):
+        limit = math.sqrt(6.0 / (n_in + n_out))
+        w = jax.random.uniform(k, (n_in, n_out), jnp.float32, -limit, limit)
+        layers.append({"w": w, "b": jnp.zeros((n_out,), jnp.float32)})
+    log_std = jnp.full((act_dim,), math.log(init_std), jnp.float32)
+    return {"layers": layers, "log_std": log_std}
+
+
+def apply(params: Params, obs: jax.Array, min_std: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+    """Action distribution at ``obs``.
+
+    Args:
+      params: policy params (no leading axes; ``vmap`` for per-task params).
+      obs: ``[..., O]``.
+      min_std: floor on the std, as rllab's ``min_std`` (keeps log-probs finite when an
+        update drives the log-std very negative).
+
+    Returns:
+      ``(mean [..., A], log_std [..., A])``; ``log_std`` is broadcast to the batch.
+    """
+    h = obs
+    layers = params["layers"]
+    for layer in layers[:-1]:
+        h = jnp.tanh(h @ layer["w"] + layer["b"])
+    mean = h @ layers[-1]["w"] + layers[-1]["b"]
+    log_std = jnp.maximum(params["log_std"], math.log(min_std))
+    return mean, jnp.broadcast_to(log_std, mean.shape)
+
+
+def make_policy(
+    obs_dim: int, act_dim: int, hidden: Sequence[int] = (32, 32), init_std: float = 1.0
+) -> Policy:
+    """The ``(init, apply)`` pair for the given sizes."""
+    hidden = tuple(hidden)
+    return Policy(
+        init=lambda key: init(key, obs_dim, act_dim, hidden, init_std),
+        apply=apply,
+    )
+
+
+def sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """One unclipped action per row: ``mean + std * eps``, shape of ``mean``."""
+    return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+
+
+def log_prob(mean: jax.Array, log_std: jax.Array, act: jax.Array) -> jax.Array:
+    """Diagonal-Gaussian log-density, ``[..., A] -> [...]``."""
+    z = (act - mean) * jnp.exp(-log_std)
+    return -0.5 * jnp.sum(z * z, axis=-1) - jnp.sum(log_std, axis=-1) - 0.5 * mean.shape[-1] * _LOG_2PI
+
+
+def entropy(log_std: jax.Array) -> jax.Array:
+    """Diagonal-Gaussian entropy, ``[..., A] -> [...]``."""
+    return jnp.sum(log_std + 0.5 * (_LOG_2PI + 1.0), axis=-1)
+
+
+def kl(
+    mean0: jax.Array, log_std0: jax.Array, mean1: jax.Array, log_std1: jax.Array
+) -> jax.Array:
+    """``KL(N(mean0, std0) || N(mean1, std1))`` for diagonal Gaussians, ``[..., A] -> [...]``."""
+    var_ratio = jnp.exp(2.0 * (log_std0 - log_std1))
+    dmean = (mean0 - mean1) * jnp.exp(-log_std1)
+    return jnp.sum(log_std1 - log_std0 + 0.5 * (var_ratio + dmean * dmean - 1.0), axis=-1)

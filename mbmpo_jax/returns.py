@@ -1,0 +1,158 @@
+"""Discounted returns, rllab's linear feature baseline, GAE and advantage processing.
+
+All functions take fixed-shape batches with a ``mask`` (1 while a rollout is alive),
+so rollouts that ended early (``done``) are handled without ragged paths: masked steps
+contribute nothing to the returns, the baseline fit, or the advantage statistics.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Advantages(NamedTuple):
+    """Per-step targets, ``[T, R, H]`` each (0 where masked).
+
+    adv: advantages (centred and scaled per task when ``normalize``).
+    returns: discounted reward-to-go.
+    baseline: linear-baseline prediction.
+    """
+
+    adv: jax.Array
+    returns: jax.Array
+    baseline: jax.Array
+
+
+def discounted_returns(rew: jax.Array, mask: jax.Array, discount: float) -> jax.Array:
+    """Reward-to-go ``sum_{l>=0} discount^l r_{t+l}`` inside each rollout.
+
+    Args:
+      rew: ``[..., H]``; mask: ``[..., H]``.
+
+    Returns:
+      ``[..., H]``, 0 where masked (the mask also cuts the sum at ``done``).
+    """
+    rew = rew * mask
+
+    def back(acc, x):
+        r, m = x
+        acc = (r + discount * acc) * m
+        return acc, acc
+
+    xs = (jnp.moveaxis(rew, -1, 0), jnp.moveaxis(mask, -1, 0))
+    _, ret = jax.lax.scan(back, jnp.zeros(rew.shape[:-1], rew.dtype), xs, reverse=True)
+    return jnp.moveaxis(ret, 0, -1)
+
+
+def gae(
+    rew: jax.Array, values: jax.Array, mask: jax.Array, discount: float, lam: float
+) -> jax.Array:
+    """Generalised advantage estimation over ``[..., H]``.
+
+    The value after a rollout's last step is 0, as rllab appends 0 to each path's
+    baseline (imagined rollouts that hit the horizon are treated as ended too). With
+    ``lam = 1`` this is ``returns - values``.
+    """
+    rew = rew * mask
+    values = values * mask
+    next_values = jnp.concatenate([values[..., 1:], jnp.zeros_like(values[..., :1])], axis=-1)
+    deltas = (rew + discount * next_values - values) * mask
+
+    def back(acc, x):
+        d, m = x
+        acc = (d + discount * lam * acc) * m
+        return acc, acc
+
+    xs = (jnp.moveaxis(deltas, -1, 0), jnp.moveaxis(mask, -1, 0))
+    _, adv = jax.lax.scan(back, jnp.zeros(rew.shape[:-1], rew.dtype), xs, reverse=True)
+    return jnp.moveaxis(adv, 0, -1)
+
+
+def linear_features(obs: jax.Array) -> jax.Array:
+    """rllab's ``LinearFeatureBaseline`` features.
+
+    Args:
+      obs: ``[..., H, O]``, the step index is the position along ``H``.
+
+    Returns:
+      ``[..., H, 2 O + 4]``: ``clip(obs, -10, 10)``, its square, ``t, t^2, t^3`` with
+      ``t = step / 100``, and 1.
+    """
+    o = jnp.clip(obs, -10.0, 10.0)
+    horizon = obs.shape[-2]
+    t = jnp.arange(horizon, dtype=obs.dtype)[:, None] / 100.0
+    t = jnp.broadcast_to(t, (*obs.shape[:-1], 1))
+    return jnp.concatenate([o, o * o, t, t * t, t * t * t, jnp.ones_like(t)], axis=-1)
+
+
+def fit_linear_baseline(
+    features: jax.Array, targets: jax.Array, weights: jax.Array, reg: float = 1e-5
+) -> jax.Array:
+    """Ridge least squares ``argmin_c sum_n w_n (f_n c - y_n)^2 + reg |c|^2``.
+
+    rllab solves the normal equations in float64; in float32 their condition number
+    (squared that of the features, whose columns span 1 to 1e2 scales and are often
+    collinear, e.g. a constant observation and the bias) loses every digit. A QR
+    factorisation of the ridge-augmented matrix ``[sqrt(w) F; sqrt(reg) I]`` solves the
+    same problem with the features' condition number only.
+
+    Args:
+      features: ``[N, F]``; targets: ``[N]``; weights: ``[N]`` (0/1 mask).
+
+    Returns:
+      ``[F]`` coefficients.
+    """
+    num_features = features.shape[-1]
+    sw = jnp.sqrt(weights)[:, None]
+    a = jnp.concatenate(
+        [features * sw, jnp.sqrt(reg) * jnp.eye(num_features, dtype=features.dtype)], axis=0
+    )
+    b = jnp.concatenate([targets * sw[:, 0], jnp.zeros((num_features,), targets.dtype)])
+    q, r = jnp.linalg.qr(a, mode="reduced")
+    return jax.scipy.linalg.solve_triangular(r, q.T @ b, lower=False)
+
+
+def normalize(adv: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """``(adv - mean) / (std + eps)`` over the masked entries of ``[..., R, H]`` (per task)."""
+    n = jnp.maximum(jnp.sum(mask, axis=(-2, -1), keepdims=True), 1.0)
+    mean = jnp.sum(adv * mask, axis=(-2, -1), keepdims=True) / n
+    var = jnp.sum(jnp.square(adv - mean) * mask, axis=(-2, -1), keepdims=True) / n
+    return (adv - mean) / (jnp.sqrt(var) + eps) * mask
+
+
+def compute_advantages(
+    obs: jax.Array,
+    rew: jax.Array,
+    mask: jax.Array,
+    discount: float = 0.99,
+    gae_lambda: float = 1.0,
+    baseline_reg: float = 1e-5,
+    normalize_adv: bool = True,
+) -> Advantages:
+    """Advantages of a batch of imagined rollouts, the baseline refit per task.
+
+    As the original sampler: the baseline is fit on this batch's returns (one fit per
+    task, i.e. per model's rollouts) and then predicted on the same batch.
+
+    Args:
+      obs: ``[T, R, H, O]``; rew, mask: ``[T, R, H]``.
+
+    Returns:
+      ``Advantages`` with ``[T, R, H]`` arrays, all treated as constants (no gradient).
+    """
+    obs, rew, mask = jax.lax.stop_gradient((obs, rew, mask))
+    returns = discounted_returns(rew, mask, discount)
+    feats = linear_features(obs)  # [T, R, H, F]
+    num_tasks = obs.shape[0]
+    flat = lambda x: x.reshape(num_tasks, -1, *x.shape[3:])
+    coeffs = jax.vmap(fit_linear_baseline, in_axes=(0, 0, 0, None))(
+        flat(feats), flat(returns), flat(mask), baseline_reg
+    )  # [T, F]
+    baseline = jnp.einsum("trhf,tf->trh", feats, coeffs) * mask
+    adv = gae(rew, baseline, mask, discount, gae_lambda)
+    if normalize_adv:
+        adv = normalize(adv, mask)
+    return Advantages(adv=adv, returns=returns, baseline=baseline)

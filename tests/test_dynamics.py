@@ -1,0 +1,375 @@
+"""Tests for mbmpo_jax.dynamics: learning known systems, the vmapped fit against separate
+and hand-written reference fits, early stopping, masking, recompiles and bad data.
+
+Sizes are tiny (hidden 16-64, a few hundred transitions) so the file runs in well under
+a minute on two CPU cores.
+"""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mbmpo_jax import buffer, dynamics
+
+O, A = 3, 2
+
+
+def _fill(capacity, obs, act, next_obs):
+    return buffer.add(buffer.init(capacity, obs.shape[1], act.shape[1]), obs, act, next_obs)
+
+
+def _random_inputs(rng, n, obs_dim=O, act_dim=A):
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    act = rng.uniform(-1.0, 1.0, size=(n, act_dim)).astype(np.float32)
+    return obs, act
+
+
+def _member(state, k, cfg):
+    """Model k of an ensemble as a one-model ensemble."""
+    take = lambda x: x[k : k + 1]
+    return dynamics.EnsembleState(
+        params=jax.tree.map(take, state.params),
+        opt_state=jax.tree.map(take, state.opt_state),
+        norm=state.norm,
+        cfg=dataclasses.replace(cfg, num_models=1),
+    )
+
+
+def _relative_error(pred, true, obs):
+    """MSE of predicted next states over the variance of the true state change."""
+    return float(((pred - true) ** 2).mean() / (true - obs).var())
+
+
+# ---------------------------------------------------------------------- known systems
+
+
+LINEAR_A = np.array([[0.1, -0.2, 0.0], [0.05, 0.0, 0.3], [-0.1, 0.1, -0.05]], np.float32)
+LINEAR_B = np.array([[0.5, 0.0, -0.2], [0.1, 0.4, 0.3]], np.float32)
+
+
+def _linear(obs, act):
+    return obs + obs @ LINEAR_A + act @ LINEAR_B + 2.0  # a constant drift, too
+
+
+def _pendulum(obs, act):
+    """Damped driven pendulum, obs = (theta, omega, time-like third coordinate)."""
+    theta, omega, z = obs[..., 0], obs[..., 1], obs[..., 2]
+    omega2 = omega + 0.1 * (-3.0 * np.sin(theta) - 0.2 * omega + act[..., 0] * np.cos(z))
+    return np.stack([theta + 0.1 * omega2, omega2, z + 0.1 * act[..., 1] ** 2], axis=-1)
+
+
+@pytest.mark.parametrize(
+    "system, hidden, epochs, tol",
+    [(_linear, (32, 32), 60, 1e-2), (_pendulum, (64, 64), 120, 2e-2)],
+    ids=["linear", "nonlinear"],
+)
+def test_fits_known_system(system, hidden, epochs, tol):
+    rng = np.random.default_rng(0)
+    obs, act = _random_inputs(rng, 1500)
+    buf = _fill(2048, obs, act, system(obs, act))
+    cfg = dynamics.EnsembleConfig(num_models=2, hidden=hidden, batch_size=100, max_epochs=epochs)
+    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    state, info = dynamics.fit(state, buf, jax.random.key(1), cfg)
+
+    test_obs, test_act = _random_inputs(np.random.default_rng(1), 500)
+    true = system(test_obs, test_act)
+    pred = np.asarray(dynamics.predict(state, test_obs, test_act))
+    chex.assert_shape(pred, (2, 500, O))
+    for k in range(2):
+        assert _relative_error(pred[k], true, test_obs) < tol, (k, info)
+    assert np.all(np.asarray(info.valid_loss) < tol)
+
+
+# ------------------------------------------------------------- normaliser and masking
+
+
+def test_normaliser_matches_numpy_on_valid_rows():
+    rng = np.random.default_rng(2)
+    obs, act = _random_inputs(rng, 37)
+    obs = obs * [1.0, 5.0, 0.1] + [3.0, -1.0, 0.0]
+    nxt = obs + rng.normal(size=obs.shape).astype(np.float32) * [0.1, 2.0, 0.01]
+    buf = _fill(50, obs, act, nxt)
+    # Rows past count are not data: poison them to prove they are masked out.
+    buf = buf.replace(obs=buf.obs.at[40:].set(jnp.nan), act=buf.act.at[45:].set(1e6))
+    norm = dynamics.compute_normaliser(buf)
+    for got, want in [
+        (norm.obs_mean, obs.mean(0)),
+        (norm.obs_std, obs.std(0)),
+        (norm.act_mean, act.mean(0)),
+        (norm.act_std, act.std(0)),
+        (norm.delta_mean, (nxt - obs).mean(0)),
+        (norm.delta_std, (nxt - obs).std(0)),
+    ]:
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+def _numpy_model_step(model, k, obs, act):
+    """Independent forward pass of model k (float64 numpy)."""
+    leaf = lambda x: np.asarray(x[k], np.float64)
+    nm = jax.tree.map(leaf, model.norm)
+    h = np.concatenate(
+        [(obs - nm.obs_mean) / (nm.obs_std + 1e-10), (act - nm.act_mean) / (nm.act_std + 1e-10)],
+        axis=-1,
+    )
+    for i, layer in enumerate(model.layers):
+        h = h @ leaf(layer["w"]) + leaf(layer["b"])
+        if i < len(model.layers) - 1:
+            h = np.maximum(h, 0.0)
+    return np.clip(obs + h * (nm.delta_std + 1e-10) + nm.delta_mean, -1000.0, 1000.0)
+
+
+def test_model_params_step_predict_and_clip():
+    rng = np.random.default_rng(3)
+    obs, act = _random_inputs(rng, 200)
+    cfg = dynamics.EnsembleConfig(num_models=3, hidden=(16, 16), batch_size=50, max_epochs=3)
+    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    state, _ = dynamics.fit(state, _fill(256, obs, act, _linear(obs, act)), jax.random.key(1))
+    models = dynamics.model_params(state)
+    for leaf in jax.tree.leaves(models):
+        assert leaf.shape[0] == 3
+
+    q_obs, q_act = _random_inputs(rng, 7)
+    pred = dynamics.predict(state, q_obs, q_act)
+    chex.assert_shape(pred, (3, 7, O))
+    task_to_model = jnp.array([2, 0, 0, 1])  # imagination gathers one model per task
+    per_task = jax.tree.map(lambda x: x[task_to_model], models)
+    for t, k in enumerate(np.asarray(task_to_model)):
+        model_t = jax.tree.map(lambda x, t=t: x[t], per_task)
+        got = dynamics.model_step(model_t, q_obs, q_act)
+        np.testing.assert_allclose(got, pred[k], rtol=1e-5, atol=1e-5)
+        want = _numpy_model_step(models, k, q_obs.astype(np.float64), q_act.astype(np.float64))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dynamics.ensemble_mean(state, q_obs, q_act), pred.mean(0))
+    np.testing.assert_allclose(
+        dynamics.ensemble_std(state, q_obs, q_act), np.asarray(pred).std(0), atol=1e-6
+    )
+
+    # Imagined states are clipped to +-obs_clip, and the step is differentiable.
+    far = models.replace(norm=models.norm.replace(delta_mean=models.norm.delta_mean + 5e3))
+    model_0 = jax.tree.map(lambda x: x[0], far)
+    np.testing.assert_array_equal(dynamics.model_step(model_0, q_obs, q_act), 1000.0)
+    grad = jax.grad(lambda o: dynamics.model_step(model_0, o, q_act).sum())(q_obs)
+    assert np.all(np.asarray(grad) == 0.0)  # clipped: no gradient, but no NaN either
+    model_0 = jax.tree.map(lambda x: x[0], models)
+    grad = jax.grad(lambda a: dynamics.model_step(model_0, q_obs, a).sum())(q_act)
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0.0)
+
+
+def test_weight_norm_starts_as_plain_network_and_trains():
+    rng = np.random.default_rng(4)
+    obs, act = _random_inputs(rng, 300)
+    buf = _fill(300, obs, act, _linear(obs, act))
+    plain = dynamics.EnsembleConfig(num_models=2, hidden=(16,), batch_size=50, max_epochs=30)
+    wn = dataclasses.replace(plain, weight_norm=True)
+    s_plain = dynamics.init(jax.random.key(5), O, A, plain)
+    s_wn = dynamics.init(jax.random.key(5), O, A, wn)
+    assert set(s_wn.params[0]) == {"v", "g", "b"}
+    chex.assert_trees_all_close(
+        dynamics.model_params(s_plain).layers, dynamics.model_params(s_wn).layers, atol=1e-6
+    )
+    s_wn, info = dynamics.fit(s_wn, buf, jax.random.key(6))
+    assert np.all(np.asarray(info.valid_loss) < 0.05)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        dynamics.EnsembleConfig(activation="sigmoidish")
+    with pytest.raises(ValueError):
+        dynamics.EnsembleConfig(valid_split=1.0)
+    assert dynamics.EnsembleConfig(hidden=[8, 8]).hidden == (8, 8)  # hashable for jit
+    cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,))
+    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    obs, act = _random_inputs(np.random.default_rng(0), 10)
+    with pytest.raises(ValueError, match="architecture"):
+        dynamics.fit(state, _fill(10, obs, act, obs), jax.random.key(0), dataclasses.replace(cfg, hidden=(4,)))
+
+
+# --------------------------------------------------------- reference implementations
+
+
+def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
+    """Plain Python loop: host-sliced variable-size minibatches, optax Adam, and the
+    original code's early-stopping rule; shares only the documented data order."""
+    n_val = int(count * cfg.valid_split)
+    n_train = count - n_val
+    split_key, shuffle_key = jax.random.split(model_key)
+    perm = np.asarray(dynamics.split_permutation(split_key, count, capacity))
+    assert sorted(perm[:count]) == list(range(count))
+    val = perm[:n_val]
+
+    def loss(p, xb, yb):
+        h = xb
+        for i, (w, b) in enumerate(p):
+            h = h @ w + b
+            h = jnp.maximum(h, 0.0) if i < len(p) - 1 else h
+        return ((h - yb) ** 2).mean()
+
+    opt = optax.adam(cfg.learning_rate)
+    opt_state = opt.init(layers)
+
+    @jax.jit
+    def step(p, s, xb, yb):
+        value, grads = jax.value_and_grad(loss)(p, xb, yb)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, value
+
+    avg = prev = None
+    for epoch in range(cfg.max_epochs):
+        rows = dynamics.epoch_train_rows(
+            jax.random.fold_in(shuffle_key, epoch), jnp.asarray(perm), n_val, count
+        )
+        rows = np.asarray(rows)[:n_train]
+        assert sorted(rows) == sorted(perm[n_val:count])
+        total = 0.0
+        for i in range(0, n_train, cfg.batch_size):
+            b = rows[i : i + cfg.batch_size]
+            layers, opt_state, value = step(layers, opt_state, x[b], y[b])
+            total += float(value) * len(b)
+        v = float(loss(layers, x[val], y[val]))
+        if avg is None:
+            avg, prev = 1.5 * v, 2.0 * v
+        avg = cfg.persistency * avg + (1 - cfg.persistency) * v
+        if prev < avg:
+            break
+        prev = avg
+    return layers, epoch + 1, total / n_train, v
+
+
+def test_fit_matches_python_loop_reference():
+    """Masked fixed-shape minibatches, traced trip counts and the while-loop early
+    stopping equal a plain loop over exactly-sliced batches (count not a multiple of
+    the batch size, capacity larger than count). Tolerance: 2e-5 on parameters."""
+    rng = np.random.default_rng(7)
+    count, capacity = 237, 300
+    obs, act = _random_inputs(rng, count)
+    nxt = obs + 0.3 * np.tanh(obs) + rng.normal(size=obs.shape).astype(np.float32) * 0.3
+    buf = _fill(capacity, obs, act, nxt)
+    # Low persistency so that early stopping fires within a few epochs.
+    cfg = dynamics.EnsembleConfig(
+        num_models=2, hidden=(16, 16), batch_size=50, max_epochs=12, persistency=0.3
+    )
+    state = dynamics.init(jax.random.key(8), O, A, cfg)
+    keys = jax.random.split(jax.random.key(9), 2)
+    new_state, info = dynamics.fit_with_keys(state, buf, keys, cfg)
+
+    d = nxt - obs
+    norm = lambda z: (z - z.mean(0)) / (z.std(0) + 1e-10)
+    x = jnp.asarray(np.concatenate([norm(obs), norm(act)], axis=1))
+    y = jnp.asarray(norm(d))
+    for k in range(2):
+        init_layers = [(layer["w"][k], layer["b"][k]) for layer in state.params]
+        layers, epochs, train_loss, valid_loss = _reference_fit(
+            init_layers, x, y, keys[k], count, capacity, cfg
+        )
+        assert int(info.epochs[k]) == epochs
+        for (w, b), layer in zip(layers, new_state.params, strict=True):
+            np.testing.assert_allclose(layer["w"][k], w, atol=2e-5)
+            np.testing.assert_allclose(layer["b"][k], b, atol=2e-5)
+        np.testing.assert_allclose(info.train_loss[k], train_loss, rtol=1e-4)
+        np.testing.assert_allclose(info.valid_loss[k], valid_loss, rtol=1e-4)
+    assert int(info.epochs.min()) < cfg.max_epochs  # the stopping rule was exercised
+
+
+def test_ensemble_fit_equals_separate_single_model_fits():
+    """One vmapped K=3 fit vs three K=1 fits with the same per-model keys. Batched and
+    unbatched matmuls round differently, and Adam amplifies that over epochs, so this
+    compares after 10 epochs with atol 1e-4 on parameters (observed ~1e-6)."""
+    rng = np.random.default_rng(10)
+    obs, act = _random_inputs(rng, 400)
+    buf = _fill(512, obs, act, _pendulum(obs, act))
+    cfg = dynamics.EnsembleConfig(num_models=3, hidden=(16, 16), batch_size=64, max_epochs=10)
+    state = dynamics.init(jax.random.key(11), O, A, cfg)
+    keys = jax.random.split(jax.random.key(12), 3)
+    ens, info = dynamics.fit_with_keys(state, buf, keys, cfg)
+    single_cfg = dataclasses.replace(cfg, num_models=1)
+    for k in range(3):
+        one, one_info = dynamics.fit_with_keys(_member(state, k, cfg), buf, keys[k : k + 1],
+                                               single_cfg)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda x, k=k: x[k], ens.params),
+            jax.tree.map(lambda x: x[0], one.params),
+            atol=1e-4,
+        )
+        assert int(info.epochs[k]) == int(one_info.epochs[0])
+        np.testing.assert_allclose(info.valid_loss[k], one_info.valid_loss[0], rtol=1e-4)
+
+
+# ---------------------------------------------------------------------- early stopping
+
+
+def test_noise_model_stops_before_learnable_one_and_stays_frozen():
+    rng = np.random.default_rng(13)
+    obs, act = _random_inputs(rng, 300)
+    learnable = _fill(300, obs, act, _linear(obs, act))
+    noise = _fill(300, obs, act, obs + rng.normal(size=obs.shape).astype(np.float32))
+    cfg = dynamics.EnsembleConfig(num_models=3, hidden=(64, 64), batch_size=50, max_epochs=150)
+    state = dynamics.init(jax.random.key(14), O, A, cfg)
+    keys = jax.random.split(jax.random.key(15), 3)
+
+    _, info_learn = dynamics.fit_with_keys(state, learnable, keys, cfg)
+    noisy, info_noise = dynamics.fit_with_keys(state, noise, keys, cfg)
+    epochs_noise = np.asarray(info_noise.epochs)
+    assert np.all(np.asarray(info_learn.epochs) == cfg.max_epochs), info_learn
+    assert np.all(epochs_noise < cfg.max_epochs), info_noise
+
+    # Frozen: rerun the same fit, cut at the epoch where the first model stopped. That
+    # model's parameters must be bit-for-bit what the full fit returns, while models
+    # that kept training have moved on.
+    first = int(epochs_noise.argmin())
+    assert epochs_noise[first] < epochs_noise.max(), "need models stopping at different epochs"
+    cut_cfg = dataclasses.replace(cfg, max_epochs=int(epochs_noise[first]))
+    cut, _ = dynamics.fit_with_keys(state, noise, keys, cut_cfg)
+    for full_leaf, cut_leaf in zip(
+        jax.tree.leaves((noisy.params, noisy.opt_state)),
+        jax.tree.leaves((cut.params, cut.opt_state)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(full_leaf[first], cut_leaf[first])
+        for k in np.flatnonzero(epochs_noise > epochs_noise[first]):
+            assert not np.array_equal(full_leaf[k], cut_leaf[k])
+
+
+# ------------------------------------------------------------ recompiles and bad data
+
+
+def test_no_retrace_between_fits_with_different_counts():
+    counted = jax.jit(
+        chex.assert_max_traces(dynamics.fit_with_keys.__wrapped__, n=1), static_argnames="cfg"
+    )
+    rng = np.random.default_rng(16)
+    cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,), batch_size=32, max_epochs=3)
+    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    keys = jax.random.split(jax.random.key(1), 2)
+    buf = buffer.init(256, O, A)
+    counts = []
+    for n in (40, 100, 150):  # fills past capacity on the last add
+        obs, act = _random_inputs(rng, n)
+        buf = buffer.add(buf, obs, act, _linear(obs, act))
+        state, info = counted(state, buf, keys, cfg)
+        counts.append(int(buf.count))
+        assert np.all(np.isfinite(np.asarray(info.valid_loss)))
+    assert counts == [40, 140, 256]
+
+
+@pytest.mark.parametrize("field", ["obs", "act", "next_obs"])
+def test_nonfinite_data_raises_before_training(field, monkeypatch):
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("training started on non-finite data")
+
+    monkeypatch.setattr(dynamics, "fit_unchecked", must_not_train)
+    obs, act = _random_inputs(np.random.default_rng(17), 20)
+    data = {"obs": obs, "act": act, "next_obs": _linear(obs, act)}
+    data[field] = data[field].copy()
+    data[field][11, 1] = np.nan if field != "act" else np.inf
+    buf = _fill(32, data["obs"], data["act"], data["next_obs"])
+    cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,))
+    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    with pytest.raises(ValueError, match=f"{field} has 1 NaN/inf"):
+        dynamics.fit(state, buf, jax.random.key(1))
+    with pytest.raises(ValueError, match="at least 2 transitions"):
+        dynamics.fit(state, buffer.init(8, O, A), jax.random.key(1))

@@ -1,0 +1,213 @@
+"""Meta-gradient vs nested finite differences, alpha = 0 vs the plain policy gradient,
+non-finite rejection, and a small learning test on exactly known dynamics."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from mbmpo_jax import imagine as im
+from mbmpo_jax import maml
+from mbmpo_jax import policy as pol
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+# ----------------------------------------------------------------------------------------
+# Independent numpy reference of the meta-objective: numpy forward pass, inner gradient by
+# central finite differences, outer gradient by central finite differences of that.
+
+
+def _np_logp(p, obs, act):
+    h = obs
+    for layer in p["layers"][:-1]:
+        h = np.tanh(h @ layer["w"] + layer["b"])
+    mean = h @ p["layers"][-1]["w"] + p["layers"][-1]["b"]
+    std = np.exp(p["log_std"])
+    return np.sum(-((act - mean) ** 2) / (2 * std**2) - np.log(std * np.sqrt(2 * np.pi)), axis=-1)
+
+
+def _np_masked_mean(x, m):
+    return np.sum(x * m) / np.sum(m)
+
+
+def _fd_grad(f, x, eps):
+    g = np.zeros_like(x)
+    for i in range(len(x)):
+        e = np.zeros_like(x)
+        e[i] = eps
+        g[i] = (f(x + e) - f(x - e)) / (2 * eps)
+    return g
+
+
+def _np_meta_objective(x, unravel, pre_batches, post, alpha):
+    to_np = lambda v: jax.tree.map(lambda a: np.asarray(a, np.float64), unravel(v))
+    total = 0.0
+    num_tasks = post.obs.shape[0]
+    for k in range(num_tasks):
+        xk = x.copy()
+        for b in pre_batches:
+            sur = lambda v, b=b: _np_masked_mean(_np_logp(to_np(v), b.obs[k], b.act[k]) * b.adv[k], b.mask[k])
+            xk = xk + alpha * _fd_grad(sur, xk, 1e-6)
+        ratio = np.exp(_np_logp(to_np(xk), post.obs[k], post.act[k]) - post.logp[k])
+        total += _np_masked_mean(ratio * post.adv[k], post.mask[k])
+    return total / num_tasks
+
+
+def _random_batch(rng, t, r, h, o, a, logp=None):
+    mask = (np.arange(h) < rng.integers(1, h + 1, size=(t, r, 1))).astype(np.float64)
+    return maml.PolicyBatch(
+        obs=rng.normal(size=(t, r, h, o)),
+        act=rng.normal(size=(t, r, h, a)),
+        adv=rng.normal(size=(t, r, h)) * mask,
+        mask=mask,
+        logp=rng.normal(size=(t, r, h)) - 2.0 if logp is None else logp,
+    )
+
+
+@pytest.mark.parametrize("num_inner_steps", [1, 2])
+def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
+    """Fixed batches (sampling made deterministic), float64. Tolerance: rtol 1e-5 on the
+    gradient (FD truncation/round-off ~1e-8 here)."""
+    rng = np.random.default_rng(0)
+    t, r, h, o, a = 2, 2, 3, 2, 2
+    theta = pol.init(jax.random.PRNGKey(0), o, a, hidden=(3,), init_std=0.8)
+    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64) + 0.3 * rng.normal(size=v.shape), theta)
+    x0, unravel = ravel_pytree(theta)
+    pre = tuple(_random_batch(rng, t, r, h, o, a) for _ in range(num_inner_steps))
+    post = _random_batch(rng, t, r, h, o, a)
+    alpha = 0.5  # large, so the second-order term is far above the tolerance
+    jax_batches = jax.tree.map(jnp.asarray, (pre, post))
+
+    value, grad = jax.value_and_grad(maml.meta_objective)(theta, *jax_batches, alpha)
+    grad = np.asarray(ravel_pytree(grad)[0])
+    x0 = np.asarray(x0, np.float64)
+    ref_value = _np_meta_objective(x0, unravel, pre, post, alpha)
+    ref_grad = _fd_grad(lambda v: _np_meta_objective(v, unravel, pre, post, alpha), x0, 1e-4)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-7)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+
+    # the test can fail: dropping the second-order term (first-order MAML) is far off
+    def first_order(th):
+        post_params = maml.adapt(th, jax.lax.stop_gradient(jax_batches[0]), alpha)
+        fo = jax.tree.map(lambda p, q: jax.lax.stop_gradient(p - q) + q, post_params, maml.broadcast_tasks(th, t))
+        return maml.lr_surrogate(fo, jax_batches[1])
+
+    fo_grad = np.asarray(ravel_pytree(jax.grad(first_order)(theta))[0])
+    assert np.max(np.abs(fo_grad - ref_grad)) > 100 * (1e-5 * np.max(np.abs(ref_grad)) + 1e-7)
+
+
+def test_alpha_zero_is_the_plain_policy_gradient(x64):
+    """With alpha = 0 and the post batch sampled by theta (ratio 1), the meta-gradient is the
+    vanilla PG, here the FD gradient of the numpy surrogate mean_k mean(logp * A)."""
+    rng = np.random.default_rng(1)
+    t, r, h, o, a = 3, 2, 4, 2, 2
+    theta = pol.init(jax.random.PRNGKey(1), o, a, hidden=(4,), init_std=1.0)
+    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
+    x0, unravel = ravel_pytree(theta)
+    pre = (_random_batch(rng, t, r, h, o, a),)
+    post = _random_batch(rng, t, r, h, o, a)
+    to_np = lambda v: jax.tree.map(lambda q: np.asarray(q, np.float64), unravel(v))
+    post = post._replace(logp=np.stack([_np_logp(to_np(np.asarray(x0)), post.obs[k], post.act[k]) for k in range(t)]))
+
+    grad = jax.grad(maml.meta_objective)(theta, *jax.tree.map(jnp.asarray, (pre, post)), 0.0)
+    pg_surr = lambda v: np.mean(
+        [_np_masked_mean(_np_logp(to_np(v), post.obs[k], post.act[k]) * post.adv[k], post.mask[k]) for k in range(t)]
+    )
+    ref = _fd_grad(pg_surr, np.asarray(x0, np.float64), 1e-5)
+    np.testing.assert_allclose(ravel_pytree(grad)[0], ref, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------
+# Meta steps on a toy task with exactly known dynamics.
+
+
+class PointTask:
+    """2-D point mass, velocity control; reward = progress toward the origin."""
+
+    obs_dim, act_dim = 2, 2
+    act_low = np.array([-1.0, -1.0], np.float32)
+    act_high = np.array([1.0, 1.0], np.float32)
+
+    def reward(self, obs, act, next_obs):
+        return jnp.linalg.norm(obs, axis=-1) - jnp.linalg.norm(next_obs, axis=-1)
+
+    def done(self, next_obs):
+        return jnp.zeros(next_obs.shape[:-1], bool)
+
+    def init_obs(self, key, shape):
+        return jax.random.uniform(key, (*shape, 2), minval=-1.0, maxval=1.0)
+
+
+def true_dynamics(model, obs, act):
+    # every "model" is the true dynamics; `scale` is 1 for all K so K is exercised
+    return obs + 0.1 * act * model["scale"]
+
+
+MODELS = {"scale": jnp.ones((2,))}
+SMALL = maml.MetaConfig(meta_batch_size=4, rollouts_per_task=16, horizon=10, policy_hidden=(16,), inner_lr=0.05)
+
+
+def _eval_return(params, key):
+    """Mean imagined return of the pre-update policy with many rollouts (low noise)."""
+    out = im.imagine(
+        key, maml.broadcast_tasks(params, 2), MODELS, PointTask(), true_dynamics, rollouts_per_task=200, horizon=10
+    )
+    return float(jnp.mean(im.undiscounted_return(out)))
+
+
+@pytest.mark.parametrize("outer", ["trpo", "ppo"])
+def test_meta_steps_raise_the_imagined_return(outer):
+    cfg = dataclasses.replace(SMALL, outer=outer, ppo_lr=1e-2)
+    run = jax.jit(maml.make_meta_train(cfg, PointTask(), true_dynamics, num_steps=6))
+    state = maml.init_meta_state(jax.random.PRNGKey(0), cfg, 2, 2)
+    before = _eval_return(state.params, jax.random.PRNGKey(7))
+    new_state, post_params, diag = run(state, MODELS)
+    after = _eval_return(new_state.params, jax.random.PRNGKey(7))
+    assert diag.pre_return.shape == (6, 4) and diag.kl_pre_post.shape == (6, 4)
+    assert diag.accepted.shape == (6,)
+    assert jax.tree.leaves(post_params)[0].shape[0] == 4
+    assert not np.any(diag.nonfinite) and np.all(diag.accepted)
+    assert np.all(diag.surr_after > diag.surr_before)
+    if outer == "trpo":
+        assert np.all(diag.kl_after <= cfg.max_kl * (1 + 1e-5))
+    assert np.all(diag.kl_pre_post > 0)
+    # the policy starts near random (return ~0); moving toward the origin is worth ~0.3
+    assert after > before + 0.1, (before, after)
+
+
+def test_meta_train_equals_repeated_meta_steps_and_given_starts():
+    cfg = dataclasses.replace(SMALL, start_states="given", num_inner_steps=2)
+    starts = jax.random.uniform(jax.random.PRNGKey(3), (50, 2), minval=-1.0, maxval=1.0)
+    step = jax.jit(maml.make_meta_step(cfg, PointTask(), true_dynamics))
+    run = jax.jit(maml.make_meta_train(cfg, PointTask(), true_dynamics, num_steps=2))
+    state = maml.init_meta_state(jax.random.PRNGKey(1), cfg, 2, 2)
+    s1, _, d1 = step(state, MODELS, starts, 30)
+    s2, post2, d2 = step(s1, MODELS, starts, 30)
+    s_run, post_run, d_run = run(state, MODELS, starts, 30)
+    chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    jax.tree.map(chex_close, s_run.params, s2.params)
+    jax.tree.map(chex_close, post_run, post2)
+    chex_close(d_run.pre_return[1], d2.pre_return)
+    with pytest.raises(ValueError):
+        step(state, MODELS)
+
+
+def test_nonfinite_update_is_rejected_and_flagged():
+    for outer in ("trpo", "ppo"):
+        cfg = dataclasses.replace(SMALL, outer=outer, inner_lr=float("inf"), rollouts_per_task=4, horizon=4)
+        step = jax.jit(maml.make_meta_step(cfg, PointTask(), true_dynamics))
+        state = maml.init_meta_state(jax.random.PRNGKey(2), cfg, 2, 2)
+        new_state, _, diag = step(state, MODELS)
+        assert bool(diag.nonfinite) and not bool(diag.accepted), outer
+        jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
