@@ -1,7 +1,8 @@
 """Imported first by the CLIs: keeps library chatter off the user's console.
 
-brax prints "Failed to import warp" on import (harmless: warp is an optional GPU backend);
-we import brax once with that line filtered, and quiet TensorFlow-style C++ logs.
+JAX logs at INFO that it found no TPU (absl's app.run would show it); brax prints
+"Failed to import warp" on import (harmless: warp is an optional GPU backend). Use
+`import_brax()` instead of a bare `import brax` in CLIs that need brax.
 """
 
 import contextlib
@@ -11,6 +12,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 class _DropWarp(logging.Filter):
@@ -18,19 +20,16 @@ class _DropWarp(logging.Filter):
         return "warp" not in record.getMessage().lower()
 
 
-# JAX logs at INFO that it found no TPU; absl's app.run would show it.
-logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-
 for _name in ("", "absl", "brax"):
     logging.getLogger(_name).addFilter(_DropWarp())
 
-_out, _err = io.StringIO(), io.StringIO()
-with contextlib.redirect_stdout(_out), contextlib.redirect_stderr(_err):
-    try:
+
+def import_brax() -> None:
+    """Imports brax (and brax.envs) with its warp message filtered out."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         import brax  # noqa: F401
         import brax.envs  # noqa: F401
-    except ImportError:
-        pass
-for _line in (_out.getvalue() + _err.getvalue()).splitlines():
-    if "warp" not in _line.lower():
-        print(_line, file=sys.stderr)
+    for line in (out.getvalue() + err.getvalue()).splitlines():
+        if "warp" not in line.lower():
+            print(line, file=sys.stderr)

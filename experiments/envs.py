@@ -1,6 +1,6 @@
 """Lists the tasks: obs/act dims, horizon, control dt and measured env steps/s.
 
-  python -m experiments.envs [--num_envs=20] [--steps=200] [--no_mjx] [--tasks=ant,hopper]
+python -m experiments.envs [--num_envs=20] [--steps=200] [--no_mjx] [--tasks=ant,hopper]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags
 
-from experiments import _quiet  # noqa: F401  (silences brax's import chatter)
+from experiments import _quiet
 from mbmpo_jax.envs import native
 from mbmpo_jax.envs.tasks import TASKS, get_task
 
@@ -38,6 +38,7 @@ def main(argv):
         nat = native.steps_per_second(t, _NUM_ENVS.value, _STEPS.value)
         mjx = float("nan")
         if not _NO_MJX.value:
+            _quiet.import_brax()
             from mbmpo_jax.envs import mjx_env
 
             mjx = mjx_env.steps_per_second(t, _NUM_ENVS.value, _STEPS.value)

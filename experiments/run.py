@@ -33,6 +33,11 @@ _RESUME = flags.DEFINE_bool("resume", False, "continue the run in --logdir")
 _QUIET = flags.DEFINE_bool("quiet", False, "no per-iteration progress lines")
 
 _OVERRIDES: list[str] = []
+# Fields that do not shape the run's state: a resumed run may change them (e.g. extend it).
+_RESUMABLE_CHANGES = ("num_iterations", "checkpoint_keep")
+# Fault injection for the reliability tests: MBMPO_FAULT_INJECT=sigkill:ITERATION:PHASE kills
+# this process with SIGKILL right after PHASE (fit | meta | collect | eval) of ITERATION.
+_FAULT = os.environ.get("MBMPO_FAULT_INJECT", "")
 _STOP = {"requested": False}
 
 
@@ -85,8 +90,10 @@ def _resume_config(run_dir: str, requested):
         if flags.FLAGS[flag.name].present
     ]
     diffs = []
-    for item in explicit:
-        field = item.split("=", 1)[0]
+    for field in dict.fromkeys(item.split("=", 1)[0] for item in explicit):
+        if field in _RESUMABLE_CHANGES:
+            stored[field] = requested[field]
+            continue
         node_s, node_r = stored, requested
         for k in field.split("."):
             node_s, node_r = node_s[k], node_r[k]
@@ -126,6 +133,26 @@ def _on_signal(signum, frame):
     print(f"\n{name}: stopping after this iteration's checkpoint ...", file=sys.stderr, flush=True)
 
 
+def _json_differs(path: str, cfg) -> bool:
+    with open(path) as f:
+        return f.read() != config_lib.to_json(cfg)
+
+
+def _fault_hook(iteration: int):
+    """on_phase callback implementing MBMPO_FAULT_INJECT (see above)."""
+    if not _FAULT:
+        return None
+    kind, it, phase = _FAULT.split(":")
+    if kind != "sigkill" or int(it) != iteration:
+        return None
+
+    def hook(name: str) -> None:
+        if name == phase:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def run_one(cfg, run_dir: str, resume: bool) -> None:
     import jax
 
@@ -135,7 +162,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> None:
 
     os.makedirs(run_dir, exist_ok=True)
     cfg_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(cfg_path):
+    if not resume or not os.path.exists(cfg_path) or _json_differs(cfg_path, cfg):
         tmp = cfg_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(config_lib.to_json(cfg))
@@ -169,7 +196,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> None:
     iter_times: list[float] = []
     while int(state.iteration) < cfg.num_iterations:
         t0 = time.perf_counter()
-        state, metrics = trainer.iteration(state)
+        state, metrics = trainer.iteration(state, _fault_hook(int(state.iteration) + 1))
         writer.write(metrics)
         ckpt.save(int(state.iteration), state)
         iter_times.append(time.perf_counter() - t0)
@@ -189,7 +216,9 @@ def run_one(cfg, run_dir: str, resume: bool) -> None:
             sys.exit(130)
     writer.close()
     ckpt.close()
-    print(f"[{run_dir}] done: {cfg.num_iterations} iterations in {_fmt_time(time.perf_counter() - start)}")
+    print(
+        f"[{run_dir}] done: {cfg.num_iterations} iterations in {_fmt_time(time.perf_counter() - start)}"
+    )
 
 
 def main(argv):
@@ -213,7 +242,9 @@ def main(argv):
     else:
         for d in run_dirs:
             if os.path.exists(d) and os.listdir(d):
-                _fail(f"{d} exists and is not empty: pass --resume to continue it, or another --logdir")
+                _fail(
+                    f"{d} exists and is not empty: pass --resume to continue it, or another --logdir"
+                )
         cfgs = []
         for s in seeds:
             c = config_lib.from_json(config_lib.to_json(cfg))

@@ -51,7 +51,9 @@ class Checkpointer:
             self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
             self._manager.wait_until_finished()
         except Exception as e:  # orbax wraps OSErrors in several ways
-            raise CheckpointError(f"could not write checkpoint {step} in {self.directory}: {e}") from None
+            raise CheckpointError(
+                f"could not write checkpoint {step} in {self.directory}: {e}"
+            ) from None
 
     def restore(self, step: int, like: Any) -> Any:
         """Restores checkpoint `step` into the structure, shapes and dtypes of `like`.
@@ -59,7 +61,9 @@ class Checkpointer:
         Raises CheckpointError naming the first mismatching leaf if the checkpoint was
         written by another configuration.
         """
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like
+        )
         try:
             restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception as e:

@@ -140,9 +140,7 @@ def _parse_value(text: str, current: Any, path: str) -> Any:
             return tuple(kind(p) for p in parts)
         return text
     except ValueError:
-        raise ConfigError(
-            f"--config.{path}={text!r}: expected {type(current).__name__}"
-        ) from None
+        raise ConfigError(f"--config.{path}={text!r}: expected {type(current).__name__}") from None
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> None:
@@ -196,8 +194,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     for name, value in positive.items():
         need(value > 0, f"{name} must be positive, got {value}")
     need(cfg.initial_random_steps >= 0, "initial_random_steps must be >= 0")
-    for name, sizes in (("ensemble.hidden", cfg.ensemble.hidden), ("policy.hidden", cfg.policy.hidden)):
-        need(len(sizes) > 0 and all(s > 0 for s in sizes), f"{name} sizes must be positive, got {sizes}")
+    for name, sizes in (
+        ("ensemble.hidden", cfg.ensemble.hidden),
+        ("policy.hidden", cfg.policy.hidden),
+    ):
+        need(
+            len(sizes) > 0 and all(s > 0 for s in sizes),
+            f"{name} sizes must be positive, got {sizes}",
+        )
     need(cfg.meta.inner_lr >= 0, f"meta.inner_lr must be >= 0, got {cfg.meta.inner_lr}")
     need(cfg.meta.cg_damping >= 0, "meta.cg_damping must be >= 0")
     need(0 < cfg.meta.backtrack_ratio < 1, "meta.backtrack_ratio must be in (0, 1)")
@@ -206,7 +210,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(0 < cfg.ensemble.valid_split < 1, "ensemble.valid_split must be in (0, 1)")
     need(0 < cfg.ensemble.persistency < 1, "ensemble.persistency must be in (0, 1)")
     need(cfg.meta.ppo_clip > 0, "meta.ppo_clip must be positive")
-    need(cfg.meta.outer in ("trpo", "ppo"), f"meta.outer must be trpo or ppo, got {cfg.meta.outer!r}")
+    need(
+        cfg.meta.outer in ("trpo", "ppo"), f"meta.outer must be trpo or ppo, got {cfg.meta.outer!r}"
+    )
     need(
         cfg.meta.start_from in ("reset", "buffer"),
         f"meta.start_from must be reset or buffer, got {cfg.meta.start_from!r}",

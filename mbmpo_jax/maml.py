@@ -217,6 +217,31 @@ def task_kl(
     return masked_mean(pol.kl(old_dist[0], old_dist[1], mean, log_std), batch.mask)
 
 
+def meta_kl_hvp(
+    theta: Params,
+    pre_batches: tuple[PolicyBatch, ...],
+    post: PolicyBatch,
+    old_dist: tuple[jax.Array, jax.Array],
+    inner_lr: float,
+) -> Callable[[Params], Params]:
+    """``v -> H v`` with ``H`` the Hessian in ``theta`` of the outer step's KL constraint
+    ``mean_k KL(old_dist_k || pi_{theta'_k(theta)})`` at ``theta``, where ``old_dist`` are
+    the post-update policies of this same ``theta`` (so the KL is at its minimum).
+
+    Gauss-Newton form ``J^T H_post J`` with ``J = d theta' / d theta``: it equals the full
+    Hessian here because the KL's gradient in ``theta'`` vanishes at the old params, and
+    it needs only second-order autodiff instead of differentiating the inner gradient
+    twice (half the compile time of the full forward-over-reverse Hessian). The
+    linearisations are built once, so each CG iteration costs linear passes only.
+    """
+    adapt_fn = lambda t: adapt(t, pre_batches, inner_lr)
+    post_params, adapt_jvp = jax.linearize(adapt_fn, theta)
+    adapt_vjp = jax.linear_transpose(adapt_jvp, theta)
+    post_kl = lambda pp: jnp.mean(task_kl(old_dist, pp, post))
+    _, post_hvp = jax.linearize(jax.grad(post_kl), post_params)
+    return lambda v: adapt_vjp(post_hvp(adapt_jvp(v)))[0]
+
+
 # ---------------------------------------------------------------------------------------
 # Outer steps.
 
@@ -253,6 +278,7 @@ def trpo_outer_step(
         lambda th: loss_and_kl(th)[0],
         lambda th: loss_and_kl(th)[1],
         theta,
+        make_kl_hvp=lambda th: meta_kl_hvp(th, pre_batches, post, old_dist, cfg.inner_lr),
         max_kl=cfg.max_kl,
         cg_iters=cfg.cg_iters,
         cg_damping=cfg.cg_damping,

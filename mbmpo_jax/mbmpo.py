@@ -25,7 +25,9 @@ Per iteration (after the warm-up of `initial_random_steps` uniform-random steps)
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -130,8 +132,17 @@ def _act_per_env(params_t, key, obs):
     return jax.vmap(one)(params_t, keys, obs)
 
 
+@functools.cache
+def _compiled_meta_train(meta_cfg: maml.MetaConfig, task: TaskSpec):
+    # Cached on the (hashable, frozen) configs: Trainers of one configuration in one
+    # process share a single compilation.
+    return jax.jit(maml.make_meta_train(meta_cfg, task, dynamics.model_step))
+
+
 def _all_finite(tree) -> bool:
-    return bool(jax.tree.reduce(lambda a, b: a & b, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)))
+    return bool(
+        jax.tree.reduce(lambda a, b: a & b, jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree))
+    )
 
 
 @jax.jit
@@ -158,8 +169,7 @@ class Trainer:
         self.eval_env = native.NativeEnv(self.task, cfg.num_eval_rollouts)
         # Real batches have a fixed padded size so that adding them never recompiles.
         self._pad = t * self.task.horizon
-        meta_train = maml.make_meta_train(self.meta_cfg, self.task, dynamics.model_step)
-        self._meta_train = jax.jit(meta_train)
+        self._meta_train = _compiled_meta_train(self.meta_cfg, self.task)
         self.model_steps_per_iteration = (
             cfg.meta.num_meta_steps
             * (cfg.meta.num_inner_steps + 1)
@@ -209,8 +219,15 @@ class Trainer:
         return buf, n
 
     # ------------------------------------------------------------------ iteration
-    def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
-        """Fit -> meta-learn -> collect with the adapted policies -> evaluate. Pure in state."""
+    def iteration(
+        self, state: TrainState, on_phase: Callable[[str], None] | None = None
+    ) -> tuple[TrainState, dict[str, float]]:
+        """Fit -> meta-learn -> collect with the adapted policies -> evaluate. Pure in state.
+
+        `on_phase(name)` is called after each phase ("fit", "meta", "collect", "eval"):
+        progress reporting, or fault injection in the reliability tests.
+        """
+        on_phase = on_phase or (lambda name: None)
         cfg = self.cfg
         key, k_fit, k_collect, k_eval = jax.random.split(state.key, 4)
         times = {}
@@ -221,6 +238,7 @@ class Trainer:
         if not _all_finite(ens.params):
             raise NonFiniteError("dynamics fit produced non-finite model parameters")
         times["fit"] = time.perf_counter() - start
+        on_phase("fit")
 
         start = time.perf_counter()
         models = dynamics.model_params(ens)
@@ -234,11 +252,13 @@ class Trainer:
         times["meta"] = time.perf_counter() - start
         if not _all_finite(meta.params):  # the meta step rejects such steps; belt and braces
             raise NonFiniteError("meta step produced non-finite policy parameters")
+        on_phase("meta")
 
         start = time.perf_counter()
         batch = native.rollout(self.collect_env, _act_per_env, post_params, k_collect)
         buf, n_new = self._add(state.buffer, batch)
         times["collect"] = time.perf_counter() - start
+        on_phase("collect")
 
         start = time.perf_counter()
         evaluation = native.rollout(self.eval_env, _act_shared, meta.params, k_eval)
@@ -252,6 +272,7 @@ class Trainer:
             )
         )
         times["eval"] = time.perf_counter() - start
+        on_phase("eval")
 
         new_state = TrainState(
             meta=meta,

@@ -164,7 +164,7 @@ def test_weight_norm_starts_as_plain_network_and_trains():
     rng = np.random.default_rng(4)
     obs, act = _random_inputs(rng, 300)
     buf = _fill(300, obs, act, _linear(obs, act))
-    plain = dynamics.EnsembleConfig(num_models=2, hidden=(16,), batch_size=50, max_epochs=30)
+    plain = dynamics.EnsembleConfig(num_models=2, hidden=(32,), batch_size=20, max_epochs=30)
     wn = dataclasses.replace(plain, weight_norm=True)
     s_plain = dynamics.init(jax.random.key(5), O, A, plain)
     s_wn = dynamics.init(jax.random.key(5), O, A, wn)
@@ -173,7 +173,7 @@ def test_weight_norm_starts_as_plain_network_and_trains():
         dynamics.model_params(s_plain).layers, dynamics.model_params(s_wn).layers, atol=1e-6
     )
     s_wn, info = dynamics.fit(s_wn, buf, jax.random.key(6))
-    assert np.all(np.asarray(info.valid_loss) < 0.05)
+    assert np.all(np.asarray(info.valid_loss) < 0.05), info  # from ~1 at the start
 
 
 def test_config_validation():
@@ -247,7 +247,7 @@ def test_fit_matches_python_loop_reference():
     rng = np.random.default_rng(7)
     count, capacity = 237, 300
     obs, act = _random_inputs(rng, count)
-    nxt = obs + 0.3 * np.tanh(obs) + rng.normal(size=obs.shape).astype(np.float32) * 0.3
+    nxt = obs + rng.normal(size=obs.shape).astype(np.float32)  # noise: stops early
     buf = _fill(capacity, obs, act, nxt)
     # Low persistency so that early stopping fires within a few epochs.
     cfg = dynamics.EnsembleConfig(
@@ -304,9 +304,9 @@ def test_ensemble_fit_equals_separate_single_model_fits():
 
 def test_noise_model_stops_before_learnable_one_and_stays_frozen():
     rng = np.random.default_rng(13)
-    obs, act = _random_inputs(rng, 300)
-    learnable = _fill(300, obs, act, _linear(obs, act))
-    noise = _fill(300, obs, act, obs + rng.normal(size=obs.shape).astype(np.float32))
+    obs, act = _random_inputs(rng, 150)  # few points: a (64, 64) net overfits noise fast
+    learnable = _fill(256, obs, act, _linear(obs, act))
+    noise = _fill(256, obs, act, obs + rng.normal(size=obs.shape).astype(np.float32))
     cfg = dynamics.EnsembleConfig(num_models=3, hidden=(64, 64), batch_size=50, max_epochs=150)
     state = dynamics.init(jax.random.key(14), O, A, cfg)
     keys = jax.random.split(jax.random.key(15), 3)

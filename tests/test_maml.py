@@ -2,6 +2,7 @@
 non-finite rejection, and a small learning test on exactly known dynamics."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -42,23 +43,32 @@ def _np_masked_mean(x, m):
 
 
 def _fd_grad(f, x, eps):
+    """Fourth-order central differences (error O(eps^4)), so that nesting them stays
+    accurate in float64."""
     g = np.zeros_like(x)
     for i in range(len(x)):
         e = np.zeros_like(x)
         e[i] = eps
-        g[i] = (f(x + e) - f(x - e)) / (2 * eps)
+        g[i] = (f(x - 2 * e) - 8 * f(x - e) + 8 * f(x + e) - f(x + 2 * e)) / (12 * eps)
     return g
 
 
-def _np_meta_objective(x, unravel, pre_batches, post, alpha):
-    to_np = lambda v: jax.tree.map(lambda a: np.asarray(a, np.float64), unravel(v))
+def _np_unraveler(params):
+    """Flat float64 vector -> params pytree of numpy arrays, in ravel_pytree's order."""
+    leaves, treedef = jax.tree.flatten(params)
+    shapes = [np.shape(x) for x in leaves]
+    splits = np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1]
+    return lambda v: treedef.unflatten([c.reshape(sh) for c, sh in zip(np.split(v, splits), shapes, strict=True)])
+
+
+def _np_meta_objective(x, to_np, pre_batches, post, alpha):
     total = 0.0
     num_tasks = post.obs.shape[0]
     for k in range(num_tasks):
         xk = x.copy()
         for b in pre_batches:
             sur = lambda v, b=b: _np_masked_mean(_np_logp(to_np(v), b.obs[k], b.act[k]) * b.adv[k], b.mask[k])
-            xk = xk + alpha * _fd_grad(sur, xk, 1e-6)
+            xk = xk + alpha * _fd_grad(sur, xk, 1e-4)
         ratio = np.exp(_np_logp(to_np(xk), post.obs[k], post.act[k]) - post.logp[k])
         total += _np_masked_mean(ratio * post.adv[k], post.mask[k])
     return total / num_tasks
@@ -77,13 +87,15 @@ def _random_batch(rng, t, r, h, o, a, logp=None):
 
 @pytest.mark.parametrize("num_inner_steps", [1, 2])
 def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
-    """Fixed batches (sampling made deterministic), float64. Tolerance: rtol 1e-5 on the
-    gradient (FD truncation/round-off ~1e-8 here)."""
+    """Fixed batches (sampling made deterministic), float64. Tolerance: |err| <= 1e-7 +
+    1e-6 |ref| per component (the nested 4th-order FD reference is good to ~2e-8 here,
+    gradient entries are O(1))."""
     rng = np.random.default_rng(0)
     t, r, h, o, a = 2, 2, 3, 2, 2
     theta = pol.init(jax.random.PRNGKey(0), o, a, hidden=(3,), init_std=0.8)
     theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64) + 0.3 * rng.normal(size=v.shape), theta)
-    x0, unravel = ravel_pytree(theta)
+    x0 = np.asarray(ravel_pytree(theta)[0], np.float64)
+    to_np = _np_unraveler(theta)
     pre = tuple(_random_batch(rng, t, r, h, o, a) for _ in range(num_inner_steps))
     post = _random_batch(rng, t, r, h, o, a)
     alpha = 0.5  # large, so the second-order term is far above the tolerance
@@ -91,11 +103,10 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
 
     value, grad = jax.value_and_grad(maml.meta_objective)(theta, *jax_batches, alpha)
     grad = np.asarray(ravel_pytree(grad)[0])
-    x0 = np.asarray(x0, np.float64)
-    ref_value = _np_meta_objective(x0, unravel, pre, post, alpha)
-    ref_grad = _fd_grad(lambda v: _np_meta_objective(v, unravel, pre, post, alpha), x0, 1e-4)
+    ref_value = _np_meta_objective(x0, to_np, pre, post, alpha)
+    ref_grad = _fd_grad(lambda v: _np_meta_objective(v, to_np, pre, post, alpha), x0, 1e-3)
     np.testing.assert_allclose(value, ref_value, rtol=1e-7)
-    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-6, atol=1e-7)
 
     # the test can fail: dropping the second-order term (first-order MAML) is far off
     def first_order(th):
@@ -104,7 +115,7 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
         return maml.lr_surrogate(fo, jax_batches[1])
 
     fo_grad = np.asarray(ravel_pytree(jax.grad(first_order)(theta))[0])
-    assert np.max(np.abs(fo_grad - ref_grad)) > 100 * (1e-5 * np.max(np.abs(ref_grad)) + 1e-7)
+    assert np.max(np.abs(fo_grad - ref_grad)) > 1e3 * (1e-6 * np.max(np.abs(ref_grad)) + 1e-7)
 
 
 def test_alpha_zero_is_the_plain_policy_gradient(x64):
@@ -114,17 +125,17 @@ def test_alpha_zero_is_the_plain_policy_gradient(x64):
     t, r, h, o, a = 3, 2, 4, 2, 2
     theta = pol.init(jax.random.PRNGKey(1), o, a, hidden=(4,), init_std=1.0)
     theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
-    x0, unravel = ravel_pytree(theta)
+    x0 = np.asarray(ravel_pytree(theta)[0], np.float64)
+    to_np = _np_unraveler(theta)
     pre = (_random_batch(rng, t, r, h, o, a),)
     post = _random_batch(rng, t, r, h, o, a)
-    to_np = lambda v: jax.tree.map(lambda q: np.asarray(q, np.float64), unravel(v))
-    post = post._replace(logp=np.stack([_np_logp(to_np(np.asarray(x0)), post.obs[k], post.act[k]) for k in range(t)]))
+    post = post._replace(logp=np.stack([_np_logp(to_np(x0), post.obs[k], post.act[k]) for k in range(t)]))
 
     grad = jax.grad(maml.meta_objective)(theta, *jax.tree.map(jnp.asarray, (pre, post)), 0.0)
     pg_surr = lambda v: np.mean(
         [_np_masked_mean(_np_logp(to_np(v), post.obs[k], post.act[k]) * post.adv[k], post.mask[k]) for k in range(t)]
     )
-    ref = _fd_grad(pg_surr, np.asarray(x0, np.float64), 1e-5)
+    ref = _fd_grad(pg_surr, x0, 1e-3)
     np.testing.assert_allclose(ravel_pytree(grad)[0], ref, rtol=1e-6, atol=1e-9)
 
 
@@ -166,48 +177,91 @@ def _eval_return(params, key):
     return float(jnp.mean(im.undiscounted_return(out)))
 
 
+# Compiled once per module and shared between tests (compiles dominate the run time).
+# TRPO: start states drawn from given states, one inner step. PPO: reset distribution,
+# two inner steps (MAML-style re-sampling).
+CFGS = {
+    "trpo": dataclasses.replace(SMALL, outer="trpo", start_states="given"),
+    "ppo": dataclasses.replace(SMALL, outer="ppo", ppo_lr=1e-2, num_inner_steps=2),
+}
+STARTS = jax.random.uniform(jax.random.PRNGKey(3), (64, 2), minval=-1.0, maxval=1.0)
+NUM_STEPS = 5
+
+
+@functools.cache
+def _run_fn(outer):
+    return jax.jit(maml.make_meta_train(CFGS[outer], PointTask(), true_dynamics, num_steps=NUM_STEPS))
+
+
+def _run(outer, state):
+    starts = (STARTS, 50) if outer == "trpo" else ()
+    return _run_fn(outer)(state, MODELS, *starts)
+
+
 @pytest.mark.parametrize("outer", ["trpo", "ppo"])
 def test_meta_steps_raise_the_imagined_return(outer):
-    cfg = dataclasses.replace(SMALL, outer=outer, ppo_lr=1e-2)
-    run = jax.jit(maml.make_meta_train(cfg, PointTask(), true_dynamics, num_steps=6))
+    cfg = CFGS[outer]
     state = maml.init_meta_state(jax.random.PRNGKey(0), cfg, 2, 2)
     before = _eval_return(state.params, jax.random.PRNGKey(7))
-    new_state, post_params, diag = run(state, MODELS)
+    new_state, post_params, diag = _run(outer, state)
     after = _eval_return(new_state.params, jax.random.PRNGKey(7))
-    assert diag.pre_return.shape == (6, 4) and diag.kl_pre_post.shape == (6, 4)
-    assert diag.accepted.shape == (6,)
-    assert jax.tree.leaves(post_params)[0].shape[0] == 4
+    n, t = NUM_STEPS, cfg.meta_batch_size
+    assert diag.pre_return.shape == (n, t) and diag.kl_pre_post.shape == (n, t)
+    assert diag.accepted.shape == (n,) and int(new_state.step) == n
+    assert jax.tree.leaves(post_params)[0].shape[0] == t
     assert not np.any(diag.nonfinite) and np.all(diag.accepted)
     assert np.all(diag.surr_after > diag.surr_before)
     if outer == "trpo":
         assert np.all(diag.kl_after <= cfg.max_kl * (1 + 1e-5))
     assert np.all(diag.kl_pre_post > 0)
-    # the policy starts near random (return ~0); moving toward the origin is worth ~0.3
+    # the policy starts near random (return ~0); heading for the origin is worth ~0.3
     assert after > before + 0.1, (before, after)
 
 
-def test_meta_train_equals_repeated_meta_steps_and_given_starts():
-    cfg = dataclasses.replace(SMALL, start_states="given", num_inner_steps=2)
-    starts = jax.random.uniform(jax.random.PRNGKey(3), (50, 2), minval=-1.0, maxval=1.0)
+def test_meta_train_equals_repeated_meta_steps():
+    """The scanned run and a Python loop of jitted meta steps agree; start states given."""
+    cfg = CFGS["trpo"]
     step = jax.jit(maml.make_meta_step(cfg, PointTask(), true_dynamics))
-    run = jax.jit(maml.make_meta_train(cfg, PointTask(), true_dynamics, num_steps=2))
     state = maml.init_meta_state(jax.random.PRNGKey(1), cfg, 2, 2)
-    s1, _, d1 = step(state, MODELS, starts, 30)
-    s2, post2, d2 = step(s1, MODELS, starts, 30)
-    s_run, post_run, d_run = run(state, MODELS, starts, 30)
-    chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-    jax.tree.map(chex_close, s_run.params, s2.params)
-    jax.tree.map(chex_close, post_run, post2)
-    chex_close(d_run.pre_return[1], d2.pre_return)
+    s_loop, diags = state, []
+    for _ in range(NUM_STEPS):
+        s_loop, post_loop, d = step(s_loop, MODELS, STARTS, 50)
+        diags.append(d)
+    s_run, post_run, d_run = _run("trpo", state)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    jax.tree.map(close, s_run.params, s_loop.params)
+    jax.tree.map(close, post_run, post_loop)
+    close(d_run.pre_return, np.stack([d.pre_return for d in diags]))
     with pytest.raises(ValueError):
-        step(state, MODELS)
+        step(state, MODELS)  # start states required by this config
 
 
-def test_nonfinite_update_is_rejected_and_flagged():
-    for outer in ("trpo", "ppo"):
-        cfg = dataclasses.replace(SMALL, outer=outer, inner_lr=float("inf"), rollouts_per_task=4, horizon=4)
-        step = jax.jit(maml.make_meta_step(cfg, PointTask(), true_dynamics))
-        state = maml.init_meta_state(jax.random.PRNGKey(2), cfg, 2, 2)
-        new_state, _, diag = step(state, MODELS)
-        assert bool(diag.nonfinite) and not bool(diag.accepted), outer
-        jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
+@pytest.mark.parametrize("outer", ["trpo", "ppo"])
+def test_nonfinite_update_is_rejected_and_flagged(outer):
+    state = maml.init_meta_state(jax.random.PRNGKey(2), CFGS[outer], 2, 2)
+    bad = state.params["layers"][0]["w"].at[0, 0].set(jnp.nan)
+    state = state.replace(params=state.params | {"layers": [{"w": bad, "b": state.params["layers"][0]["b"]}, *state.params["layers"][1:]]})
+    new_state, _, diag = _run(outer, state)
+    assert np.all(diag.nonfinite) and not np.any(diag.accepted)
+    jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
+
+
+def test_gauss_newton_kl_hvp_equals_hessian(x64):
+    """The outer step's KL Hessian-vector product vs central differences of the KL gradient
+    (autodiff through the inner step), float64."""
+    rng = np.random.default_rng(4)
+    t, r, h, o, a = 2, 3, 4, 2, 2
+    theta = pol.init(jax.random.PRNGKey(4), o, a, hidden=(4,), init_std=0.7)
+    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
+    pre = (jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a)),)
+    post = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
+    alpha = 0.3
+    old_dist = jax.vmap(pol.apply)(maml.adapt(theta, pre, alpha), post.obs)
+    kl_fn = lambda th: jnp.mean(maml.task_kl(old_dist, maml.adapt(th, pre, alpha), post))
+    x0, unravel = ravel_pytree(theta)
+    v = jnp.asarray(rng.normal(size=x0.shape))
+    hv = ravel_pytree(maml.meta_kl_hvp(theta, pre, post, old_dist, alpha)(unravel(v)))[0]
+    grad = lambda x: ravel_pytree(jax.grad(kl_fn)(unravel(x)))[0]
+    eps = 1e-5
+    ref = (grad(x0 + eps * v) - grad(x0 - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(hv, ref, rtol=1e-6, atol=1e-9)

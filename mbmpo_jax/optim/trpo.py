@@ -124,6 +124,7 @@ def trpo_update(
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 15,
     loss_and_kl_fn: Callable[[Any], tuple[jax.Array, jax.Array]] | None = None,
+    make_kl_hvp: Callable[[Any], Callable[[Any], Any]] | None = None,
 ) -> tuple[Any, TRPOInfo]:
     """One TRPO step minimising ``loss_fn`` subject to ``kl_fn <= max_kl``.
 
@@ -134,6 +135,9 @@ def trpo_update(
       params: current params pytree.
       loss_and_kl_fn: optional ``params -> (loss, kl)`` sharing work between the two
         (the line search evaluates both at every candidate).
+      make_kl_hvp: optional ``params -> (v -> H v)`` (pytrees) giving the KL Hessian at
+        ``params`` more cheaply than the default forward-over-reverse autodiff of
+        ``kl_fn``.
 
     Returns:
       ``(new_params, TRPOInfo)``.
@@ -149,7 +153,11 @@ def trpo_update(
     loss_before, grad = jax.value_and_grad(f_loss)(x0)
     # Linearising the KL gradient once stores its residuals, so each of the CG
     # iterations below costs one linear (tangent) pass instead of a full re-trace.
-    _, hvp = jax.linearize(jax.grad(f_kl), x0)
+    if make_kl_hvp is None:
+        _, hvp = jax.linearize(jax.grad(f_kl), x0)
+    else:
+        hvp_tree = make_kl_hvp(params)
+        hvp = lambda v: ravel_pytree(hvp_tree(unravel(v)))[0]
     fisher_vp = lambda v: hvp(v) + cg_damping * v
     direction = conjugate_gradient(fisher_vp, grad, cg_iters)
     shs = direction @ fisher_vp(direction)
