@@ -217,7 +217,8 @@ def run_one(cfg, run_dir: str, resume: bool) -> None:
     writer.close()
     ckpt.close()
     print(
-        f"[{run_dir}] done: {cfg.num_iterations} iterations in {_fmt_time(time.perf_counter() - start)}"
+        f"[{run_dir}] done: {cfg.num_iterations} iterations "
+        f"in {_fmt_time(time.perf_counter() - start)}"
     )
 
 
@@ -243,7 +244,8 @@ def main(argv):
         for d in run_dirs:
             if os.path.exists(d) and os.listdir(d):
                 _fail(
-                    f"{d} exists and is not empty: pass --resume to continue it, or another --logdir"
+                    f"{d} exists and is not empty: "
+                    "pass --resume to continue it, or another --logdir"
                 )
         cfgs = []
         for s in seeds:

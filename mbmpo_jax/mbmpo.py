@@ -228,7 +228,6 @@ class Trainer:
         progress reporting, or fault injection in the reliability tests.
         """
         on_phase = on_phase or (lambda name: None)
-        cfg = self.cfg
         key, k_fit, k_collect, k_eval = jax.random.split(state.key, 4)
         times = {}
 
