@@ -1,0 +1,433 @@
+"""Learning curves and the ensemble-std / KL diagnostic: `python -m experiments.plot RUN_DIR ...`.
+
+  python -m experiments.plot runs/ant-cpu runs/ant-cpu-metrpo runs/ant-ppo [--out=plots]
+      [--logx] [--metric=PrePolicy/AverageReturn]
+
+Each RUN_DIR is a run directory (config.json + metrics.csv, written by `experiments.run` or
+`experiments.baseline`) or a directory whose sub-directories are run directories (e.g. the
+seed0, seed1, ... of `experiments.run --num_seeds=N`). Runs whose config.json are equal apart
+from `seed` are seeds of one configuration and form one curve.
+
+Writes into --out (default `runs/plots/`):
+  <metric>_vs_steps.png   the metric (default the pre-update policy's real return) against
+      real time steps (n_timesteps): per configuration the mean over its seeds, each seed
+      interpolated linearly onto the union of their step values within the range that every
+      seed covers, with the min-max over seeds shaded. --logx: log x-axis, as the paper's
+      comparison with model-free methods.
+  ensemble_std_vs_kl.png  the paper's diagnostic: ensemble std of the model predictions
+      (Model/EnsembleStd) against KL(pre || post) of the adaptation (Meta/KLPrePost), one
+      point per iteration of every MB-MPO run, Pearson r in the title. Skipped (with a note)
+      when no run has both columns (e.g. only model-free baselines).
+
+Bad input (missing directory, no metrics.csv, empty metrics) prints one line `error: ...`
+and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from absl import app, flags
+
+from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+
+# A FlagValues of its own: the CLIs can be imported together (tests) without clashing flags.
+_FLAGS = flags.FlagValues()
+
+_OUT = flags.DEFINE_string(
+    "out", os.path.join("runs", "plots"), "directory for the PNGs", flag_values=_FLAGS
+)
+_LOGX = flags.DEFINE_bool("logx", False, "log-scale x-axis (real time steps)", flag_values=_FLAGS)
+_METRIC = flags.DEFINE_string(
+    "metric", "PrePolicy/AverageReturn", "metrics.csv column to plot", flag_values=_FLAGS
+)
+
+STEPS = "n_timesteps"
+STD_COL = "Model/EnsembleStd"
+KL_COL = "Meta/KLPrePost"
+# Config fields that do not make two runs different configurations.
+_NOT_CONFIG = ("seed", "checkpoint_keep")
+# Ablations worth naming in a label even when no other plotted run differs in them.
+_ALWAYS_NOTABLE = {"meta.inner_lr": 1e-3, "meta.outer": "trpo", "meta.start_from": "reset"}
+_MAX_LABEL_DIFFS = 4
+
+
+class PlotError(ValueError):
+    """Bad input; the message is one line."""
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+@dataclass
+class Run:
+    """One run directory: its config (may be empty) and metrics rows."""
+
+    path: str
+    config: dict
+    rows: list[dict[str, float]]
+
+    def column(self, name: str) -> list[float]:
+        return [r.get(name, math.nan) for r in self.rows]
+
+    def has(self, name: str) -> bool:
+        return any(math.isfinite(v) for v in self.column(name))
+
+
+@dataclass
+class Group:
+    """Seeds of one configuration."""
+
+    key: str
+    config: dict
+    runs: list[Run] = field(default_factory=list)
+    label: str = ""
+
+
+# ---------------------------------------------------------------------------- loading
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def load_run(path: str) -> Run:
+    """Reads `path/metrics.csv` (and config.json if present); PlotError if unusable."""
+    from mbmpo_jax.metrics import read_metrics
+
+    csv_path = os.path.join(path, "metrics.csv")
+    try:
+        rows = read_metrics(csv_path)
+    except (OSError, ValueError, csv.Error) as e:
+        raise PlotError(f"{csv_path} is unreadable: {str(e).splitlines()[0]}") from None
+    if not rows:
+        raise PlotError(f"{csv_path} has no rows (has the run finished an iteration?)")
+    if STEPS not in rows[0]:
+        raise PlotError(f"{csv_path} has no {STEPS} column")
+    config: dict = {}
+    cfg_path = os.path.join(path, "config.json")
+    if os.path.exists(cfg_path):
+        try:
+            with open(cfg_path) as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise PlotError(f"{cfg_path} is unreadable: {str(e).splitlines()[0]}") from None
+        if not isinstance(config, dict):
+            raise PlotError(f"{cfg_path} is not a JSON object")
+    return Run(path=path, config=config, rows=rows)
+
+
+def find_runs(paths: Sequence[str]) -> list[Run]:
+    """The run directories named on the command line (or their run sub-directories)."""
+    if not paths:
+        raise PlotError("no RUN_DIR given; usage: python -m experiments.plot RUN_DIR [RUN_DIR ...]")
+    runs = []
+    for p in paths:
+        if not os.path.isdir(p):
+            raise PlotError(f"{p}: no such directory")
+        if os.path.exists(os.path.join(p, "metrics.csv")):
+            runs.append(load_run(p))
+            continue
+        subs = sorted(
+            (os.path.join(p, s) for s in os.listdir(p)),
+            key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)],
+        )
+        subs = [s for s in subs if os.path.exists(os.path.join(s, "metrics.csv"))]
+        if not subs:
+            raise PlotError(f"{p} has no metrics.csv (not a run directory, nor a parent of runs)")
+        runs.extend(load_run(s) for s in subs)
+    return runs
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Groups runs whose config.json are equal apart from `seed`; labels each group.
+
+    Runs without a config.json are their own group, labelled by directory name. Groups keep
+    the order in which their first run was given.
+    """
+    groups: dict[str, Group] = {}
+    for r in runs:
+        if r.config:
+            cfg = {k: v for k, v in _flatten(r.config).items() if k not in _NOT_CONFIG}
+            key = json.dumps(sorted(cfg.items()), default=str)
+        else:
+            cfg, key = {}, f"dir:{os.path.abspath(r.path)}"
+        groups.setdefault(key, Group(key=key, config=cfg)).runs.append(r)
+    out = list(groups.values())
+    _label(out)
+    return out
+
+
+def _algo(cfg: dict) -> str:
+    return str(cfg.get("algo", "mbmpo"))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, tuple):
+        return ",".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _label(groups: list[Group]) -> None:
+    # Fields that differ between groups of one algorithm (present in all of them).
+    by_algo: dict[str, list[Group]] = {}
+    for g in groups:
+        if g.config:
+            by_algo.setdefault(_algo(g.config), []).append(g)
+    differing: dict[str, list[str]] = {}
+    for algo, gs in by_algo.items():
+        common = set.intersection(*(set(g.config) for g in gs))
+        keys = sorted(
+            k
+            for k in common
+            if k not in ("env", "preset", "algo") and len({repr(g.config[k]) for g in gs}) > 1
+        )
+        differing[algo] = keys
+    seen: dict[str, int] = {}
+    for g in groups:
+        c = g.config
+        if not c:
+            base = os.path.basename(os.path.normpath(g.runs[0].path))
+        else:
+            algo = _algo(c)
+            parts = [str(c.get("env", "?"))]
+            if c.get("preset"):
+                parts.append(str(c["preset"]))
+            if algo != "mbmpo":
+                parts.append(f"algo={algo}")
+            keys = list(differing.get(algo, []))
+            if algo == "mbmpo":
+                keys += [k for k, d in _ALWAYS_NOTABLE.items() if k in c and c[k] != d]
+            keys = list(dict.fromkeys(keys))
+            shorts = [k.rsplit(".", 1)[-1] for k in keys]
+            diffs = [
+                f"{k if shorts.count(s) > 1 else s}={_fmt(c[k])}"
+                for k, s in zip(keys, shorts, strict=True)
+            ]
+            if len(diffs) > _MAX_LABEL_DIFFS:
+                diffs = diffs[:_MAX_LABEL_DIFFS] + ["..."]
+            base = " ".join(parts + diffs)
+        seen[base] = seen.get(base, 0) + 1
+        g.label = base if seen[base] == 1 else f"{base} #{seen[base]}"
+        n = len(g.runs)
+        if n > 1:
+            g.label += f" ({n} seeds)"
+
+
+# ---------------------------------------------------------------------------- numbers
+def curve(run: Run, metric: str):
+    """`(steps, values)` of `run`, finite rows only, sorted by steps (numpy arrays)."""
+    import numpy as np
+
+    x = np.asarray(run.column(STEPS), float)
+    y = np.asarray(run.column(metric), float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    order = np.argsort(x[ok], kind="stable")
+    return x[ok][order], y[ok][order]
+
+
+def aggregate(curves: Sequence[tuple]):
+    """Mean and min-max of seeds' curves on a common step grid.
+
+    Args:
+      curves: `(steps [n_i], values [n_i])` per seed, steps increasing.
+    Returns:
+      `(grid, mean, low, high)`: the grid is the sorted union of every seed's steps within
+      the range that all seeds cover (each seed interpolated linearly onto it); if the
+      seeds' ranges do not overlap, the union of all steps, averaging the seeds that cover
+      each point. Empty arrays when no curve has a point.
+    """
+    import numpy as np
+
+    curves = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves if len(x)]
+    if not curves:
+        e = np.zeros(0)
+        return e, e, e, e
+    lo = max(x[0] for x, _ in curves)
+    hi = min(x[-1] for x, _ in curves)
+    allx = np.unique(np.concatenate([x for x, _ in curves]))
+    grid = allx[(allx >= lo) & (allx <= hi)] if lo <= hi else allx
+    vals = np.full((len(curves), len(grid)), np.nan)
+    for i, (x, y) in enumerate(curves):
+        inside = (grid >= x[0]) & (grid <= x[-1])
+        vals[i, inside] = np.interp(grid[inside], x, y)
+    return grid, np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation of the finite pairs (NaN with < 2 pairs or a constant side)."""
+    import numpy as np
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+# ---------------------------------------------------------------------------- figures
+def _pyplot():
+    import logging
+
+    import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-cache notes via absl
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_returns(groups: list[Group], metric: str, out_path: str, logx: bool) -> list[str]:
+    """Writes the learning-curve figure; returns notes on runs left out."""
+    plt = _pyplot()
+    notes = []
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = 0
+    for i, g in enumerate(groups):
+        curves = []
+        for r in g.runs:
+            x, y = curve(r, metric)
+            if logx:
+                x, y = x[x > 0], y[x > 0]
+            if len(x) == 0:
+                notes.append(f"{r.path}: no finite {metric} values; left out")
+                continue
+            curves.append((x, y))
+        grid, mean, low, high = aggregate(curves)
+        if len(grid) == 0:
+            continue
+        color = colors[i % len(colors)]
+        marker = "o" if len(grid) < 30 else None
+        ax.plot(grid, mean, color=color, label=g.label, marker=marker, markersize=3)
+        if len(curves) > 1:
+            ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise PlotError(f"no run has finite values of {metric!r}")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel("real time steps")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} (mean over seeds; shaded: min-max)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
+    return notes
+
+
+def plot_std_vs_kl(groups: list[Group], out_path: str) -> float | None:
+    """Writes the ensemble-std / KL scatter; returns Pearson r, or None if no run has both."""
+    import numpy as np
+
+    points = []
+    for g in groups:
+        xs, ys = [], []
+        for r in g.runs:
+            if r.has(STD_COL) and r.has(KL_COL):
+                xs += r.column(STD_COL)
+                ys += r.column(KL_COL)
+        if xs:
+            points.append((g.label, np.asarray(xs), np.asarray(ys)))
+    if not points:
+        return None
+    r = pearson(np.concatenate([p[1] for p in points]), np.concatenate([p[2] for p in points]))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    for label, x, y in points:
+        ax.scatter(x, y, s=14, alpha=0.7, label=label)
+    ax.set_xlabel(f"ensemble std ({STD_COL})")
+    ax.set_ylabel(f"KL(pre || post) ({KL_COL})")
+    r_text = "n/a" if math.isnan(r) else f"{r:.3f}"
+    n = sum(int(np.sum(np.isfinite(x) & np.isfinite(y))) for _, x, y in points)
+    ax.set_title(f"Ensemble std vs KL(pre || post): Pearson r = {r_text} (n={n})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
+    return r
+
+
+def make_plots(paths: Sequence[str], out: str, metric: str, logx: bool) -> list[str]:
+    """Everything the CLI does, minus the exit codes; returns the paths written."""
+    runs = find_runs(paths)
+    if not any(metric in r.rows[0] for r in runs):
+        raise PlotError(
+            f"no run has a {metric!r} column; columns of {runs[0].path}: "
+            + ", ".join(runs[0].rows[0])
+        )
+    for r in runs:
+        if metric not in r.rows[0]:
+            print(f"note: {r.path} has no {metric!r} column; left out of the curves")
+    groups = group_runs(runs)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise PlotError(f"cannot create --out={out}: {e.strerror or e}") from None
+    written = []
+    name = re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_")
+    path = os.path.join(out, f"{name}_vs_steps{'_logx' if logx else ''}.png")
+    for note in plot_returns(groups, metric, path, logx):
+        print(f"note: {note}")
+    written.append(path)
+    path = os.path.join(out, "ensemble_std_vs_kl.png")
+    r = plot_std_vs_kl(groups, path)
+    if r is None:
+        print(f"note: no run has {STD_COL} and {KL_COL} (MB-MPO runs); diagnostic skipped")
+    else:
+        written.append(path)
+        print(f"ensemble std vs KL(pre || post): Pearson r = {r:.3f}")
+    return written
+
+
+# ---------------------------------------------------------------------------- CLI
+def _parse(argv: list[str]) -> list[str]:
+    """This CLI's flags (one-line error + exit 2 if bad); absl's own FLAGS get none."""
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nflags:\n" + _FLAGS.get_help(include_special_flags=False))
+        sys.exit(0)
+    try:
+        rest = _FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+    flags.FLAGS(argv[:1])
+    return rest
+
+
+def main(argv):
+    bad = [a for a in argv[1:] if a.startswith("-")]
+    if bad:
+        _fail(f"unknown flag {bad[0]}")
+    try:
+        written = make_plots(argv[1:], _OUT.value, _METRIC.value, _LOGX.value)
+    except PlotError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+    for p in written:
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse)

@@ -1,0 +1,274 @@
+"""experiments.plot and experiments.render: synthetic run directories, CLIs in subprocesses."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import plot, render
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RET, STD, KL = "PrePolicy/AverageReturn", "Model/EnsembleStd", "Meta/KLPrePost"
+
+
+def write_run(path, config, columns):
+    """A run directory: config.json and metrics.csv with `columns` (name -> values)."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    names = list(columns)
+    with open(os.path.join(path, "metrics.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for row in zip(*(columns[n] for n in names), strict=True):
+            w.writerow([repr(float(v)) for v in row])
+    return str(path)
+
+
+def mbmpo_config(seed, inner_lr=1e-3):
+    return {
+        "env": "hopper",
+        "preset": "cpu",
+        "seed": seed,
+        "num_iterations": 6,
+        "meta": {"inner_lr": inner_lr, "outer": "trpo", "horizon": 100},
+        "ensemble": {"hidden": [256, 256]},
+    }
+
+
+def mbmpo_columns(steps, offset, rng):
+    n = len(steps)
+    return {
+        "iteration": np.arange(1, n + 1),
+        "n_timesteps": steps,
+        RET: offset + 10.0 * np.arange(n),
+        "PostPolicy/AverageReturn": offset + 12.0 * np.arange(n),
+        STD: rng.uniform(0.1, 1.0, n),
+        KL: rng.uniform(0.0, 0.05, n),
+    }
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two seeds of one config (seed0/seed1 of one directory), an ablation, a baseline."""
+    rng = np.random.default_rng(0)
+    parent = tmp_path / "hopper-cpu"
+    steps0 = np.array([1000, 2000, 3000, 4000, 5000, 6000])
+    steps1 = steps0 + 37  # seeds collect slightly different numbers of steps
+    write_run(parent / "seed0", mbmpo_config(0), mbmpo_columns(steps0, 0.0, rng))
+    write_run(parent / "seed1", mbmpo_config(1), mbmpo_columns(steps1, 20.0, rng))
+    ablation = write_run(
+        tmp_path / "metrpo", mbmpo_config(0, inner_lr=0.0), mbmpo_columns(steps0, 5.0, rng)
+    )
+    base_steps = np.array([1e4, 1e5, 1e6])
+    baseline = write_run(
+        tmp_path / "ppo",
+        {"env": "hopper", "algo": "ppo", "seed": 0, "num_timesteps": 1_000_000},
+        {"n_timesteps": base_steps, RET: np.array([1.0, 50.0, 300.0])},
+    )
+    return {"parent": str(parent), "ablation": ablation, "baseline": baseline}
+
+
+def run_module(module, args, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == PNG_MAGIC, path
+    # IHDR: width and height, big-endian, at bytes 16..24.
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def assert_one_line_error(proc, code):
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------- plot
+def test_aggregate_interpolates_onto_the_common_grid():
+    a = ([0.0, 10.0, 20.0], [0.0, 10.0, 20.0])
+    b = ([5.0, 15.0, 25.0], [1.0, 1.0, 1.0])
+    grid, mean, low, high = plot.aggregate([a, b])
+    # Union of the steps within [5, 20], the range both seeds cover; a(x) = x, b(x) = 1.
+    np.testing.assert_allclose(grid, [5.0, 10.0, 15.0, 20.0])
+    np.testing.assert_allclose(mean, [3.0, 5.5, 8.0, 10.5])
+    np.testing.assert_allclose(low, [1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(high, [5.0, 10.0, 15.0, 20.0])
+    # One seed: its own curve; no overlap: each point averages the seeds that cover it.
+    grid, mean, low, high = plot.aggregate([a])
+    np.testing.assert_allclose(mean, a[1])
+    grid, mean, _, _ = plot.aggregate([([0.0, 1.0], [2.0, 4.0]), ([5.0, 6.0], [0.0, 0.0])])
+    np.testing.assert_allclose(grid, [0.0, 1.0, 5.0, 6.0])
+    np.testing.assert_allclose(mean, [2.0, 4.0, 0.0, 0.0])
+
+
+def test_grouping_and_labels(runs):
+    found = plot.find_runs([runs["parent"], runs["ablation"], runs["baseline"]])
+    assert len(found) == 4
+    groups = plot.group_runs(found)
+    assert [len(g.runs) for g in groups] == [2, 1, 1]
+    assert [os.path.basename(r.path) for r in groups[0].runs] == ["seed0", "seed1"]
+    labels = [g.label for g in groups]
+    assert labels[0] == "hopper cpu inner_lr=0.001 (2 seeds)"
+    assert labels[1] == "hopper cpu inner_lr=0"
+    assert labels[2] == "hopper algo=ppo"
+    # The group's curve is the mean of its seeds interpolated onto the common grid.
+    curves = [plot.curve(r, RET) for r in groups[0].runs]
+    grid, mean, _, _ = plot.aggregate(curves)
+    (x0, y0), (x1, y1) = curves
+    np.testing.assert_allclose(mean, (np.interp(grid, x0, y0) + np.interp(grid, x1, y1)) / 2)
+    assert grid[0] == 1037 and grid[-1] == 6000
+
+
+def test_pearson_matches_numpy(runs):
+    groups = plot.group_runs(plot.find_runs([runs["parent"], runs["ablation"]]))
+    x = np.concatenate([r.column(STD) for g in groups for r in g.runs])
+    y = np.concatenate([r.column(KL) for g in groups for r in g.runs])
+    assert plot.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert np.isnan(plot.pearson([1.0, 2.0], [3.0, 3.0]))
+    assert plot.pearson([1.0, 2.0, np.nan, 4.0], [1.0, 2.0, 5.0, 4.0]) == pytest.approx(1.0)
+
+
+def test_plot_cli_writes_pngs(runs, tmp_path):
+    out = tmp_path / "plots"
+    args = [runs["parent"], runs["ablation"], runs["baseline"], f"--out={out}", "--logx"]
+    proc = run_module("experiments.plot", args)
+    assert proc.returncode == 0, proc.stderr
+    curves = out / "PrePolicy_AverageReturn_vs_steps_logx.png"
+    scatter = out / "ensemble_std_vs_kl.png"
+    assert f"wrote {curves}" in proc.stdout and f"wrote {scatter}" in proc.stdout
+    assert png_size(curves) == (960, 600) and png_size(scatter) == (720, 600)
+    assert os.path.getsize(curves) > 20_000 and os.path.getsize(scatter) > 20_000
+    groups = plot.group_runs(plot.find_runs([runs["parent"], runs["ablation"]]))
+    x = np.concatenate([r.column(STD) for g in groups for r in g.runs])
+    y = np.concatenate([r.column(KL) for g in groups for r in g.runs])
+    assert f"Pearson r = {np.corrcoef(x, y)[0, 1]:.3f}" in proc.stdout
+
+
+def test_diagnostic_skipped_without_its_columns(runs, tmp_path, capsys):
+    written = plot.make_plots([runs["baseline"]], str(tmp_path / "p"), RET, logx=False)
+    assert [os.path.basename(p) for p in written] == ["PrePolicy_AverageReturn_vs_steps.png"]
+    assert "diagnostic skipped" in capsys.readouterr().out
+
+
+def test_plot_cli_bad_input(tmp_path):
+    (tmp_path / "not_a_run").mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.csv").write_text("iteration,n_timesteps,PrePolicy/AverageReturn\n")
+    for arg, words in (
+        (str(tmp_path / "missing"), "no such directory"),
+        (str(tmp_path / "not_a_run"), "no metrics.csv"),
+        (str(empty), "has no rows"),
+    ):
+        line = assert_one_line_error(run_module("experiments.plot", [arg]), 2)
+        assert words in line, line
+
+
+# ---------------------------------------------------------------------------- render
+def test_write_gif_synthetic_frames(tmp_path):
+    from PIL import Image, ImageSequence
+
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+    frames = [np.broadcast_to(np.array(c, np.uint8), (24, 32, 3)).copy() for c in colors]
+    frames[0][:4, :4] = 0  # not all one colour
+    path = str(tmp_path / "x.gif")
+    render.write_gif(frames, path, frame_ms=40.0)
+    with open(path, "rb") as f:
+        assert f.read(6) == b"GIF89a"
+    with Image.open(path) as im:
+        assert im.size == (32, 24) and im.n_frames == 4
+        assert im.info["loop"] == 0 and im.info["duration"] == 40
+        got = [np.asarray(fr.convert("RGB")) for fr in ImageSequence.Iterator(im)]
+    for g, c in zip(got[1:], colors[1:], strict=True):
+        np.testing.assert_array_equal(g[12, 16], c)
+    np.testing.assert_array_equal(got[0][0, 0], [0, 0, 0])
+    assert not os.path.exists(path + ".tmp")
+    with pytest.raises(ValueError, match="frame 1"):
+        render.write_gif([frames[0], frames[1][:, :16]], path, 40.0)
+    with pytest.raises(ValueError, match="no frames"):
+        render.write_gif([], path, 40.0)
+
+
+def test_frame_every():
+    assert render.frame_every(0.008, 30.0) == 4  # hopper: 32 ms per frame
+    assert render.frame_every(0.05, 30.0) == 1
+    assert render.frame_every(0.05, 5.0) == 4
+
+
+@pytest.fixture
+def smoke_run(tmp_path):
+    """A run directory with config.json and a checkpoint of a fresh (untrained) state."""
+    import jax
+
+    from mbmpo_jax import config as config_lib
+    from mbmpo_jax import mbmpo
+    from mbmpo_jax.checkpoint import Checkpointer
+
+    cfg = config_lib.get_config("hopper", "smoke")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(config_lib.to_json(cfg))
+    state = mbmpo.Trainer(cfg).empty_state(jax.random.PRNGKey(0))
+    ckpt = Checkpointer(str(run_dir))
+    ckpt.save(3, state)
+    ckpt.close()
+    return str(run_dir)
+
+
+def test_render_without_gl_says_what_to_install(tmp_path):
+    from mbmpo_jax import config as config_lib
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "0").mkdir(parents=True)
+    (run_dir / "config.json").write_text(
+        config_lib.to_json(config_lib.get_config("hopper", "smoke"))
+    )
+    proc = run_module("experiments.render", [str(run_dir)], env={"MUJOCO_GL": "nonexistent"})
+    line = assert_one_line_error(proc, 1)
+    assert "MUJOCO_GL=nonexistent" in line
+    assert "MUJOCO_GL=egl" in line and "libosmesa6" in line
+
+
+def test_render_bad_input(tmp_path):
+    line = assert_one_line_error(run_module("experiments.render", [str(tmp_path / "nope")]), 2)
+    assert "no such directory" in line
+    line = assert_one_line_error(run_module("experiments.render", [str(tmp_path)]), 2)
+    assert "no config.json" in line
+
+
+def test_render_writes_gif_or_explains(smoke_run, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "hopper.gif"
+    args = [smoke_run, f"--out={out}", "--steps=12", "--width=64", "--height=48"]
+    proc = run_module("experiments.render", args, env={"MUJOCO_GL": "egl"})
+    if proc.returncode == 1:  # no EGL here: the one-line message is the contract
+        line = assert_one_line_error(proc, 1)
+        assert "cannot render" in line
+        pytest.skip(f"no GL context: {line}")
+    assert proc.returncode == 0, proc.stderr
+    assert "checkpoint 3" in proc.stdout and f"wrote {out}" in proc.stdout
+    with Image.open(out) as im:
+        assert im.size == (64, 48) and im.n_frames >= 2
+    # A checkpoint step that does not exist is bad input.
+    proc = run_module("experiments.render", [smoke_run, "--checkpoint=7"])
+    assert "not a checkpoint" in assert_one_line_error(proc, 2)
