@@ -202,6 +202,7 @@ def check_finite(obs, act, next_obs, count=None) -> None:
     ]
     if problems:
         raise ValueError(
-            "non-finite transition data: " + "; ".join(problems)
+            "non-finite transition data: "
+            + "; ".join(problems)
             + "; refusing to fit the dynamics model on it (check the environment/policy)."
         )

@@ -6,6 +6,7 @@ a minute on two CPU cores.
 """
 
 import dataclasses
+import functools
 
 import chex
 import jax
@@ -16,17 +17,21 @@ import pytest
 
 from mbmpo_jax import buffer, dynamics
 
-O, A = 3, 2
+OBS_DIM, ACT_DIM = 3, 2
 
 
 def _fill(capacity, obs, act, next_obs):
     return buffer.add(buffer.init(capacity, obs.shape[1], act.shape[1]), obs, act, next_obs)
 
 
-def _random_inputs(rng, n, obs_dim=O, act_dim=A):
+def _random_inputs(rng, n, obs_dim=OBS_DIM, act_dim=ACT_DIM):
     obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
     act = rng.uniform(-1.0, 1.0, size=(n, act_dim)).astype(np.float32)
     return obs, act
+
+
+# Shared by several tests so that they reuse one compilation (same config and shapes).
+SMALL = dynamics.EnsembleConfig(num_models=3, hidden=(16, 16), batch_size=64, max_epochs=10)
 
 
 def _member(state, k, cfg):
@@ -73,13 +78,13 @@ def test_fits_known_system(system, hidden, epochs, tol):
     obs, act = _random_inputs(rng, 1500)
     buf = _fill(2048, obs, act, system(obs, act))
     cfg = dynamics.EnsembleConfig(num_models=2, hidden=hidden, batch_size=100, max_epochs=epochs)
-    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, cfg)
     state, info = dynamics.fit(state, buf, jax.random.key(1), cfg)
 
     test_obs, test_act = _random_inputs(np.random.default_rng(1), 500)
     true = system(test_obs, test_act)
     pred = np.asarray(dynamics.predict(state, test_obs, test_act))
-    chex.assert_shape(pred, (2, 500, O))
+    chex.assert_shape(pred, (2, 500, OBS_DIM))
     for k in range(2):
         assert _relative_error(pred[k], true, test_obs) < tol, (k, info)
     assert np.all(np.asarray(info.valid_loss) < tol)
@@ -126,16 +131,16 @@ def _numpy_model_step(model, k, obs, act):
 def test_model_params_step_predict_and_clip():
     rng = np.random.default_rng(3)
     obs, act = _random_inputs(rng, 200)
-    cfg = dynamics.EnsembleConfig(num_models=3, hidden=(16, 16), batch_size=50, max_epochs=3)
-    state = dynamics.init(jax.random.key(0), O, A, cfg)
-    state, _ = dynamics.fit(state, _fill(256, obs, act, _linear(obs, act)), jax.random.key(1))
+    state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, SMALL)
+    keys = jax.random.split(jax.random.key(1), 3)
+    state, _ = dynamics.fit_with_keys(state, _fill(512, obs, act, _linear(obs, act)), keys, SMALL)
     models = dynamics.model_params(state)
     for leaf in jax.tree.leaves(models):
         assert leaf.shape[0] == 3
 
     q_obs, q_act = _random_inputs(rng, 7)
     pred = dynamics.predict(state, q_obs, q_act)
-    chex.assert_shape(pred, (3, 7, O))
+    chex.assert_shape(pred, (3, 7, OBS_DIM))
     task_to_model = jnp.array([2, 0, 0, 1])  # imagination gathers one model per task
     per_task = jax.tree.map(lambda x: x[task_to_model], models)
     for t, k in enumerate(np.asarray(task_to_model)):
@@ -166,8 +171,8 @@ def test_weight_norm_starts_as_plain_network_and_trains():
     buf = _fill(300, obs, act, _linear(obs, act))
     plain = dynamics.EnsembleConfig(num_models=2, hidden=(32,), batch_size=20, max_epochs=30)
     wn = dataclasses.replace(plain, weight_norm=True)
-    s_plain = dynamics.init(jax.random.key(5), O, A, plain)
-    s_wn = dynamics.init(jax.random.key(5), O, A, wn)
+    s_plain = dynamics.init(jax.random.key(5), OBS_DIM, ACT_DIM, plain)
+    s_wn = dynamics.init(jax.random.key(5), OBS_DIM, ACT_DIM, wn)
     assert set(s_wn.params[0]) == {"v", "g", "b"}
     chex.assert_trees_all_close(
         dynamics.model_params(s_plain).layers, dynamics.model_params(s_wn).layers, atol=1e-6
@@ -183,13 +188,33 @@ def test_config_validation():
         dynamics.EnsembleConfig(valid_split=1.0)
     assert dynamics.EnsembleConfig(hidden=[8, 8]).hidden == (8, 8)  # hashable for jit
     cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,))
-    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, cfg)
     obs, act = _random_inputs(np.random.default_rng(0), 10)
     with pytest.raises(ValueError, match="architecture"):
-        dynamics.fit(state, _fill(10, obs, act, obs), jax.random.key(0), dataclasses.replace(cfg, hidden=(4,)))
+        dynamics.fit(
+            state,
+            _fill(10, obs, act, obs),
+            jax.random.key(0),
+            dataclasses.replace(cfg, hidden=(4,)),
+        )
 
 
 # --------------------------------------------------------- reference implementations
+
+
+def _ref_loss(layers, xb, yb):
+    h = xb
+    for i, (w, b) in enumerate(layers):
+        h = h @ w + b
+        h = jnp.maximum(h, 0.0) if i < len(layers) - 1 else h
+    return ((h - yb) ** 2).mean()
+
+
+@functools.partial(jax.jit, static_argnames="lr")
+def _ref_step(layers, opt_state, xb, yb, lr):
+    value, grads = jax.value_and_grad(_ref_loss)(layers, xb, yb)
+    updates, opt_state = optax.adam(lr).update(grads, opt_state, layers)
+    return optax.apply_updates(layers, updates), opt_state, value
 
 
 def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
@@ -198,39 +223,30 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
     n_val = int(count * cfg.valid_split)
     n_train = count - n_val
     split_key, shuffle_key = jax.random.split(model_key)
-    perm = np.asarray(dynamics.split_permutation(split_key, count, capacity))
+    perm = jax.jit(dynamics.split_permutation, static_argnums=2)(split_key, count, capacity)
+    epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+        shuffle_key, jnp.arange(cfg.max_epochs)
+    )
+    all_rows = jax.jit(jax.vmap(dynamics.epoch_train_rows, in_axes=(0, None, None, None)))(
+        epoch_keys, perm, n_val, count
+    )
+    perm, all_rows = np.asarray(perm), np.asarray(all_rows)[:, :n_train]
     assert sorted(perm[:count]) == list(range(count))
     val = perm[:n_val]
 
-    def loss(p, xb, yb):
-        h = xb
-        for i, (w, b) in enumerate(p):
-            h = h @ w + b
-            h = jnp.maximum(h, 0.0) if i < len(p) - 1 else h
-        return ((h - yb) ** 2).mean()
-
-    opt = optax.adam(cfg.learning_rate)
-    opt_state = opt.init(layers)
-
-    @jax.jit
-    def step(p, s, xb, yb):
-        value, grads = jax.value_and_grad(loss)(p, xb, yb)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, value
-
+    opt_state = optax.adam(cfg.learning_rate).init(layers)
     avg = prev = None
     for epoch in range(cfg.max_epochs):
-        rows = dynamics.epoch_train_rows(
-            jax.random.fold_in(shuffle_key, epoch), jnp.asarray(perm), n_val, count
-        )
-        rows = np.asarray(rows)[:n_train]
+        rows = all_rows[epoch]
         assert sorted(rows) == sorted(perm[n_val:count])
         total = 0.0
         for i in range(0, n_train, cfg.batch_size):
             b = rows[i : i + cfg.batch_size]
-            layers, opt_state, value = step(layers, opt_state, x[b], y[b])
+            layers, opt_state, value = _ref_step(
+                layers, opt_state, x[b], y[b], lr=cfg.learning_rate
+            )
             total += float(value) * len(b)
-        v = float(loss(layers, x[val], y[val]))
+        v = float(jax.jit(_ref_loss)(layers, x[val], y[val]))
         if avg is None:
             avg, prev = 1.5 * v, 2.0 * v
         avg = cfg.persistency * avg + (1 - cfg.persistency) * v
@@ -253,14 +269,14 @@ def test_fit_matches_python_loop_reference():
     cfg = dynamics.EnsembleConfig(
         num_models=2, hidden=(16, 16), batch_size=50, max_epochs=12, persistency=0.3
     )
-    state = dynamics.init(jax.random.key(8), O, A, cfg)
+    state = dynamics.init(jax.random.key(8), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(9), 2)
     new_state, info = dynamics.fit_with_keys(state, buf, keys, cfg)
 
     d = nxt - obs
     norm = lambda z: (z - z.mean(0)) / (z.std(0) + 1e-10)
-    x = jnp.asarray(np.concatenate([norm(obs), norm(act)], axis=1))
-    y = jnp.asarray(norm(d))
+    x = np.concatenate([norm(obs), norm(act)], axis=1)  # host arrays: sliced in numpy
+    y = norm(d)
     for k in range(2):
         init_layers = [(layer["w"][k], layer["b"][k]) for layer in state.params]
         layers, epochs, train_loss, valid_loss = _reference_fit(
@@ -282,14 +298,15 @@ def test_ensemble_fit_equals_separate_single_model_fits():
     rng = np.random.default_rng(10)
     obs, act = _random_inputs(rng, 400)
     buf = _fill(512, obs, act, _pendulum(obs, act))
-    cfg = dynamics.EnsembleConfig(num_models=3, hidden=(16, 16), batch_size=64, max_epochs=10)
-    state = dynamics.init(jax.random.key(11), O, A, cfg)
+    cfg = SMALL
+    state = dynamics.init(jax.random.key(11), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(12), 3)
     ens, info = dynamics.fit_with_keys(state, buf, keys, cfg)
     single_cfg = dataclasses.replace(cfg, num_models=1)
     for k in range(3):
-        one, one_info = dynamics.fit_with_keys(_member(state, k, cfg), buf, keys[k : k + 1],
-                                               single_cfg)
+        one, one_info = dynamics.fit_with_keys(
+            _member(state, k, cfg), buf, keys[k : k + 1], single_cfg
+        )
         chex.assert_trees_all_close(
             jax.tree.map(lambda x, k=k: x[k], ens.params),
             jax.tree.map(lambda x: x[0], one.params),
@@ -308,7 +325,7 @@ def test_noise_model_stops_before_learnable_one_and_stays_frozen():
     learnable = _fill(256, obs, act, _linear(obs, act))
     noise = _fill(256, obs, act, obs + rng.normal(size=obs.shape).astype(np.float32))
     cfg = dynamics.EnsembleConfig(num_models=3, hidden=(64, 64), batch_size=50, max_epochs=150)
-    state = dynamics.init(jax.random.key(14), O, A, cfg)
+    state = dynamics.init(jax.random.key(14), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(15), 3)
 
     _, info_learn = dynamics.fit_with_keys(state, learnable, keys, cfg)
@@ -343,9 +360,9 @@ def test_no_retrace_between_fits_with_different_counts():
     )
     rng = np.random.default_rng(16)
     cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,), batch_size=32, max_epochs=3)
-    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(1), 2)
-    buf = buffer.init(256, O, A)
+    buf = buffer.init(256, OBS_DIM, ACT_DIM)
     counts = []
     for n in (40, 100, 150):  # fills past capacity on the last add
         obs, act = _random_inputs(rng, n)
@@ -368,8 +385,8 @@ def test_nonfinite_data_raises_before_training(field, monkeypatch):
     data[field][11, 1] = np.nan if field != "act" else np.inf
     buf = _fill(32, data["obs"], data["act"], data["next_obs"])
     cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,))
-    state = dynamics.init(jax.random.key(0), O, A, cfg)
+    state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, cfg)
     with pytest.raises(ValueError, match=f"{field} has 1 NaN/inf"):
         dynamics.fit(state, buf, jax.random.key(1))
     with pytest.raises(ValueError, match="at least 2 transitions"):
-        dynamics.fit(state, buffer.init(8, O, A), jax.random.key(1))
+        dynamics.fit(state, buffer.init(8, OBS_DIM, ACT_DIM), jax.random.key(1))
