@@ -133,10 +133,10 @@ def _act_per_env(params_t, key, obs):
 
 
 @functools.cache
-def _compiled_meta_train(meta_cfg: maml.MetaConfig, task: TaskSpec):
+def _compiled_meta_train(meta_cfg: maml.MetaConfig, task: TaskSpec, dynamics_fn):
     # Cached on the (hashable, frozen) configs: Trainers of one configuration in one
     # process share a single compilation.
-    return jax.jit(maml.make_meta_train(meta_cfg, task, dynamics.model_step))
+    return jax.jit(maml.make_meta_train(meta_cfg, task, dynamics_fn))
 
 
 def _all_finite(tree) -> bool:
@@ -159,9 +159,30 @@ def _model_diagnostics(ens: dynamics.EnsembleState, obs, act, next_obs, mask):
 class Trainer:
     """Compiled phases and environments of one configuration (see the module docstring)."""
 
-    def __init__(self, cfg: ml_collections.ConfigDict):
+    def __init__(
+        self,
+        cfg: ml_collections.ConfigDict,
+        task: TaskSpec | None = None,
+        dynamics_fn: Callable[[Any, jax.Array, jax.Array], jax.Array] = dynamics.model_step,
+        models_fn: Callable[[dynamics.EnsembleState, jax.Array], Any] | None = None,
+    ):
+        """Builds the compiled phases and environments of `cfg`.
+
+        Args:
+          cfg: a validated run config (`config.get_config`).
+          task: a custom `TaskSpec` (e.g. another reward on an existing model); default
+            `get_task(cfg.env, horizon=cfg.horizon)`.
+          dynamics_fn: `(model_k, obs [B, O], act [B, A]) -> next_obs [B, O]` used by
+            imagination; default the ensemble's `dynamics.model_step`.
+          models_fn: `(ensemble_state, key) -> models` (leaves with a leading [K] axis)
+            that `dynamics_fn` reads, called once per iteration after the fit with a fresh
+            key; default `dynamics.model_params(ensemble_state)`. E.g. the paper's
+            robustness experiment adds a bias drawn every iteration.
+        """
         self.cfg = cfg
-        self.task: TaskSpec = get_task(cfg.env, horizon=cfg.horizon)
+        self.task: TaskSpec = task if task is not None else get_task(cfg.env, horizon=cfg.horizon)
+        self.dynamics_fn = dynamics_fn
+        self.models_fn = models_fn or (lambda ens, key: dynamics.model_params(ens))
         self.ens_cfg = ensemble_config(cfg)
         self.meta_cfg = meta_config(cfg)
         t = self.meta_cfg.meta_batch_size
@@ -169,7 +190,7 @@ class Trainer:
         self.eval_env = native.NativeEnv(self.task, cfg.num_eval_rollouts)
         # Real batches have a fixed padded size so that adding them never recompiles.
         self._pad = t * self.task.horizon
-        self._meta_train = _compiled_meta_train(self.meta_cfg, self.task)
+        self._meta_train = _compiled_meta_train(self.meta_cfg, self.task, dynamics_fn)
         self.model_steps_per_iteration = (
             cfg.meta.num_meta_steps
             * (cfg.meta.num_inner_steps + 1)
@@ -228,7 +249,7 @@ class Trainer:
         progress reporting, or fault injection in the reliability tests.
         """
         on_phase = on_phase or (lambda name: None)
-        key, k_fit, k_collect, k_eval = jax.random.split(state.key, 4)
+        key, k_fit, k_models, k_collect, k_eval = jax.random.split(state.key, 5)
         times = {}
 
         start = time.perf_counter()
@@ -240,7 +261,7 @@ class Trainer:
         on_phase("fit")
 
         start = time.perf_counter()
-        models = dynamics.model_params(ens)
+        models = self.models_fn(ens, k_models)
         if self.meta_cfg.start_states == "given":
             meta, post_params, diags = self._meta_train(
                 state.meta, models, state.buffer.obs, state.buffer.count
