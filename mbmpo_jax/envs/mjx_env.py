@@ -81,9 +81,7 @@ class MjxEnv(brax_base.Env):
         obs = self._observe(data)
         act = jnp.clip(action, self._low, self._high).astype(data.ctrl.dtype)
         data = data.replace(ctrl=act)
-        data = jax.lax.fori_loop(
-            0, self.task.frame_skip, lambda _, d: mjx.step(self.sys, d), data
-        )
+        data = jax.lax.fori_loop(0, self.task.frame_skip, lambda _, d: mjx.step(self.sys, d), data)
         next_obs = self._observe(data)
         reward = self.task.reward(obs, act, next_obs).astype(next_obs.dtype)
         done = self.task.done(next_obs).astype(next_obs.dtype)

@@ -1,0 +1,273 @@
+"""Model-free baseline: brax's PPO on the MJX version of a task.
+
+  python -m experiments.baseline --algo=ppo --env=halfcheetah [--num_timesteps=N] [--seed=0]
+      [--logdir=runs/ppo-halfcheetah-s0] [--num_envs=N] [--num_evals=N] [--batch_size=N] ...
+
+Trains `brax.training.agents.ppo.train.train` unchanged on `mbmpo_jax.envs.mjx_env.MjxEnv`
+(the same task definition, reward and termination as MB-MPO's real environment), with
+episodes of the task's horizon (200 steps). The run directory gets `config.json` and
+`metrics.csv`: one row per evaluation with `n_timesteps` (real env steps the learner has
+consumed, brax's count; evaluation episodes are not counted) and `PrePolicy/AverageReturn`
+(mean undiscounted return of `num_eval_envs` evaluation episodes, stopped at the first
+done), the columns `experiments.plot` overlays on MB-MPO's curves. brax runs one
+evaluation before training when --num_evals > 1, so the first row is at step 0.
+
+Hyperparameters default to brax's published PPO settings for these envs (discount and
+rollout sizes kept, episode length is the task's); every one is a flag. They are sized
+for a GPU (thousands of parallel envs); on a CPU pass e.g. --num_envs=32 --batch_size=32.
+Bad input prints one line `error: ...` and exits with code 2; an existing non-empty run
+directory is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from experiments import _quiet  # noqa: F401  (keeps brax/JAX chatter off the console)
+from mbmpo_jax.envs.tasks import TASKS
+
+# A FlagValues of its own: the CLIs can be imported together (tests) without clashing flags.
+_FLAGS = flags.FlagValues()
+
+
+def _opt(kind, name, help_):
+    define = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float}[kind]
+    return define(name, None, help_ + " (default: per env)", flag_values=_FLAGS)
+
+
+_ALGO = flags.DEFINE_string("algo", "ppo", "model-free algorithm: ppo", flag_values=_FLAGS)
+_ENV = flags.DEFINE_string("env", "halfcheetah", "task name", flag_values=_FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "random seed", flag_values=_FLAGS)
+_LOGDIR = flags.DEFINE_string(
+    "logdir", None, "run directory (default runs/ALGO-ENV-sSEED-TIME)", flag_values=_FLAGS
+)
+_DETERMINISTIC_EVAL = flags.DEFINE_bool(
+    "deterministic_eval", False, "evaluate the policy's mean action", flag_values=_FLAGS
+)
+_QUIET = flags.DEFINE_bool("quiet", False, "no per-evaluation progress lines", flag_values=_FLAGS)
+_OVERRIDES = {
+    "num_timesteps": _opt("int", "num_timesteps", "total training env steps"),
+    "num_envs": _opt("int", "num_envs", "parallel training envs"),
+    "num_evals": _opt("int", "num_evals", "evaluations (rows of metrics.csv)"),
+    "num_eval_envs": _opt("int", "num_eval_envs", "episodes per evaluation"),
+    "batch_size": _opt("int", "batch_size", "minibatch size (in unrolls)"),
+    "num_minibatches": _opt("int", "num_minibatches", "minibatches per update epoch"),
+    "unroll_length": _opt("int", "unroll_length", "steps per unroll"),
+    "num_updates_per_batch": _opt("int", "num_updates_per_batch", "epochs per batch"),
+    "learning_rate": _opt("float", "learning_rate", "Adam learning rate"),
+    "entropy_cost": _opt("float", "entropy_cost", "entropy bonus coefficient"),
+    "discounting": _opt("float", "discounting", "discount factor"),
+    "reward_scaling": _opt("float", "reward_scaling", "reward multiplier in the loss"),
+}
+
+# brax's PPO settings for its versions of these envs (brax training colab); swimmer and
+# hopper (not given for PPO there) follow halfcheetah and walker2d, with the long-horizon
+# discount swimmer needs.
+_COMMON = dict(num_eval_envs=128, normalize_observations=True, learning_rate=3e-4)
+PPO_DEFAULTS: dict[str, dict] = {
+    "halfcheetah": dict(
+        num_timesteps=50_000_000, num_evals=20, reward_scaling=1.0, unroll_length=20,
+        num_minibatches=32, num_updates_per_batch=8, discounting=0.95, entropy_cost=1e-3,
+        num_envs=2048, batch_size=512,
+    ),
+    "ant": dict(
+        num_timesteps=50_000_000, num_evals=10, reward_scaling=10.0, unroll_length=5,
+        num_minibatches=32, num_updates_per_batch=4, discounting=0.97, entropy_cost=1e-2,
+        num_envs=4096, batch_size=2048,
+    ),
+    "walker2d": dict(
+        num_timesteps=7_864_320, num_evals=20, reward_scaling=5.0, unroll_length=10,
+        num_minibatches=32, num_updates_per_batch=8, discounting=0.97, entropy_cost=1e-2,
+        num_envs=128, batch_size=128, learning_rate=6e-4,
+    ),
+    "hopper": dict(
+        num_timesteps=7_864_320, num_evals=20, reward_scaling=5.0, unroll_length=10,
+        num_minibatches=32, num_updates_per_batch=8, discounting=0.97, entropy_cost=1e-2,
+        num_envs=128, batch_size=128, learning_rate=6e-4,
+    ),
+    "swimmer": dict(
+        num_timesteps=50_000_000, num_evals=20, reward_scaling=1.0, unroll_length=20,
+        num_minibatches=32, num_updates_per_batch=8, discounting=0.995, entropy_cost=1e-3,
+        num_envs=2048, batch_size=512,
+    ),
+    "inverted_pendulum": dict(
+        num_timesteps=2_000_000, num_evals=20, reward_scaling=10.0, unroll_length=5,
+        num_minibatches=32, num_updates_per_batch=4, discounting=0.97, entropy_cost=1e-2,
+        num_envs=2048, batch_size=1024,
+    ),
+}  # fmt: skip
+_POSITIVE = (
+    "num_timesteps", "num_envs", "num_evals", "num_eval_envs", "batch_size",
+    "num_minibatches", "unroll_length", "num_updates_per_batch", "learning_rate",
+    "reward_scaling",
+)  # fmt: skip
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def ppo_config(env: str, overrides: dict) -> dict:
+    """The PPO keyword arguments for `env`: defaults, then the non-None overrides.
+
+    Raises:
+      ValueError: unknown env or a bad value (one-line message).
+    """
+    if env not in PPO_DEFAULTS:
+        raise ValueError(f"unknown env {env!r}; valid envs: {', '.join(TASKS)}")
+    cfg = {**_COMMON, **PPO_DEFAULTS[env]}
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    for k in _POSITIVE:
+        if not (math.isfinite(cfg[k]) and cfg[k] > 0):
+            raise ValueError(f"--{k} must be positive, got {cfg[k]}")
+    if not (math.isfinite(cfg["entropy_cost"]) and cfg["entropy_cost"] >= 0):
+        raise ValueError(f"--entropy_cost must be >= 0, got {cfg['entropy_cost']}")
+    if not 0 < cfg["discounting"] <= 1:
+        raise ValueError(f"--discounting must be in (0, 1], got {cfg['discounting']}")
+    if (cfg["batch_size"] * cfg["num_minibatches"]) % cfg["num_envs"]:
+        raise ValueError(
+            f"--batch_size * --num_minibatches ({cfg['batch_size']} * "
+            f"{cfg['num_minibatches']}) must be a multiple of --num_envs ({cfg['num_envs']})"
+        )
+    return cfg
+
+
+def train(env_name: str, cfg: dict, seed: int, run_dir: str, deterministic_eval: bool, quiet):
+    """Runs brax's PPO, writing one metrics row per evaluation. Returns the last row."""
+    import jax
+
+    from mbmpo_jax.envs.mjx_env import MjxEnv
+    from mbmpo_jax.metrics import MetricsWriter
+
+    # brax imports mujoco.mjx, which prints "Failed to import warp" (an optional GPU
+    # backend) the first time; keep it off the console.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from brax.training.agents.ppo import train as ppo
+
+    env = MjxEnv(env_name)
+    if cfg["num_envs"] % jax.local_device_count():
+        raise ValueError(
+            f"--num_envs ({cfg['num_envs']}) must be a multiple of the "
+            f"{jax.local_device_count()} local devices"
+        )
+    writer = MetricsWriter(run_dir)
+    start = time.time()
+    last: dict[str, float] = {}
+
+    def progress(step, metrics):
+        elapsed = time.time() - start
+        row = {
+            "iteration": float(len(writer.rows)),
+            "n_timesteps": float(step),
+            "PrePolicy/AverageReturn": float(metrics["eval/episode_reward"]),
+            "PrePolicy/StdReturn": float(metrics["eval/episode_reward_std"]),
+            "PrePolicy/AverageEpisodeLength": float(metrics["eval/avg_episode_length"]),
+            "Time/Elapsed": elapsed,
+        }
+        if "training/sps" in metrics:
+            row["Train/SPS"] = float(metrics["training/sps"])
+        writer.write(row)
+        last.update(row)
+        if not quiet:
+            print(
+                f"[{run_dir}] steps {int(step):>11,} | return "
+                f"{row['PrePolicy/AverageReturn']:9.2f} +- {row['PrePolicy/StdReturn']:7.2f} | "
+                f"ep len {row['PrePolicy/AverageEpisodeLength']:5.1f} | elapsed {elapsed:7.1f}s",
+                flush=True,
+            )
+
+    ppo.train(
+        environment=env,
+        episode_length=env.task.horizon,
+        seed=seed,
+        deterministic_eval=deterministic_eval,
+        progress_fn=progress,
+        **cfg,
+    )
+    return last
+
+
+def _parse(argv: list[str]) -> list[str]:
+    """This CLI's flags (one-line error + exit 2 if bad); absl's own FLAGS get none."""
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nflags:\n" + _FLAGS.get_help(include_special_flags=False))
+        sys.exit(0)
+    try:
+        rest = _FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+    flags.FLAGS(argv[:1])
+    return rest
+
+
+def main(argv):
+    # brax logs every evaluation's metrics at INFO; our progress line replaces them.
+    logging.set_verbosity(logging.WARNING)
+    extra = argv[1:]
+    if extra:
+        _fail(f"unexpected argument {extra[0]!r}")
+    if _ALGO.value != "ppo":
+        _fail(f"unknown algo {_ALGO.value!r}; valid algos: ppo")
+    try:
+        cfg = ppo_config(_ENV.value, {k: f.value for k, f in _OVERRIDES.items()})
+    except ValueError as e:
+        _fail(str(e))
+    env_name, seed = _ENV.value, _SEED.value
+    if _LOGDIR.value:
+        run_dir = _LOGDIR.value
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = os.path.join("runs", f"{_ALGO.value}-{env_name}-s{seed}-{stamp}")
+    if os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+        _fail(f"{run_dir} exists and is not empty: pass another --logdir")
+
+    import jax
+
+    task = TASKS[env_name]
+    config = {
+        "algo": _ALGO.value,
+        "env": env_name,
+        "seed": seed,
+        "backend": "mjx",
+        "horizon": task.horizon,
+        "deterministic_eval": _DETERMINISTIC_EVAL.value,
+        **cfg,
+    }
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+    except OSError as e:
+        _fail(f"could not write {run_dir}: {e.strerror or e}")
+    dev = jax.devices()[0]
+    print(
+        f"baseline | {_ALGO.value} on mjx {env_name} (H={task.horizon}) | device: "
+        f"{dev.platform.upper()} {dev.device_kind} | {cfg['num_timesteps']:,} steps, "
+        f"{cfg['num_envs']} envs, {cfg['num_evals']} evals | seed {seed} -> {run_dir}",
+        flush=True,
+    )
+    try:
+        last = train(env_name, cfg, seed, run_dir, _DETERMINISTIC_EVAL.value, _QUIET.value)
+    except (OSError, ValueError) as e:
+        _fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
+    if last:
+        print(
+            f"done: return {last['PrePolicy/AverageReturn']:.2f} after "
+            f"{int(last['n_timesteps']):,} steps in {last['Time/Elapsed']:.0f}s; "
+            f"wrote {os.path.join(run_dir, 'metrics.csv')}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse)

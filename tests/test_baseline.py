@@ -1,0 +1,95 @@
+"""The model-free baseline CLI (`python -m experiments.baseline`) in subprocesses.
+
+One tiny PPO run on MJX inverted_pendulum (brax compiles its training step and evaluator
+on CPU: ~1 min on 2 cores), then bad inputs, which must fail before JAX does any work.
+"""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--env=inverted_pendulum",
+    "--num_timesteps=160",  # one training step: 8 envs x 5 steps x 4 minibatches
+    "--num_envs=8",
+    "--batch_size=8",
+    "--num_minibatches=4",
+    "--unroll_length=5",
+    "--num_updates_per_batch=1",
+    "--num_evals=2",  # one evaluation before training, one after
+    "--num_eval_envs=4",
+]
+
+
+def _run(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.baseline", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+
+
+def test_tiny_ppo_run_writes_metrics(tmp_path):
+    run_dir = str(tmp_path / "ppo")
+    proc = _run(*TINY, "--seed=3", f"--logdir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warp" not in (proc.stdout + proc.stderr).lower()
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["algo"] == "ppo" and config["env"] == "inverted_pendulum"
+    assert config["seed"] == 3 and config["horizon"] == 200 and config["num_envs"] == 8
+
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    steps = [float(r["n_timesteps"]) for r in rows]
+    returns = [float(r["PrePolicy/AverageReturn"]) for r in rows]
+    assert steps == [0.0, 160.0]
+    # Reward is 1 per step until the pole falls, so a return is an episode length.
+    for r, ret in zip(rows, returns, strict=True):
+        assert math.isfinite(ret) and 1.0 <= ret <= 200.0
+        assert ret == pytest.approx(float(r["PrePolicy/AverageEpisodeLength"]))
+    # One progress line per evaluation.
+    progress = [ln for ln in proc.stdout.splitlines() if "| return" in ln]
+    assert len(progress) == 2 and "steps" in progress[0] and "elapsed" in progress[0]
+
+    # The run directory is not empty now: a second run must refuse to overwrite it.
+    again = _run(*TINY, f"--logdir={run_dir}")
+    _assert_one_line_error(again, "not empty")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--env=pong"], "valid envs: halfcheetah"),
+        (["--algo=sac"], "unknown algo"),
+        (["--num_envs=0"], "--num_envs must be positive"),
+        (["--discounting=1.5"], "--discounting"),
+        (["--num_envs=8", "--batch_size=3", "--num_minibatches=1"], "multiple of --num_envs"),
+        (["--num_envs=abc"], "num_envs"),
+        (["--no_such_flag=1"], "no_such_flag"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+    run_dir = tmp_path / "run"
+    proc = _run("--env=inverted_pendulum", *args, f"--logdir={run_dir}", timeout=60)
+    _assert_one_line_error(proc, fragment)
+    assert not run_dir.exists()
