@@ -109,10 +109,10 @@ def imagine(
     per_task_apply = jax.vmap(pol.apply)
     per_model_step = jax.vmap(dynamics_fn)
 
-    def step(carry, step_key):
+    def step(carry, eps):
         obs, alive = carry  # [T, R, O], bool [T, R]
         mean, log_std = per_task_apply(policy_params, obs)
-        act = pol.sample(step_key, mean, log_std)
+        act = mean + jnp.exp(log_std) * eps
         logp = pol.log_prob(mean, log_std, act)
         act_env = jnp.clip(act, act_low, act_high)
         # Contiguous task blocks make the per-model batch a free reshape.
@@ -132,9 +132,10 @@ def imagine(
         return (next_obs, alive), (obs, act, rew, mask, logp)
 
     alive0 = jnp.ones((num_tasks, r), bool)
-    (last_obs, _), (obs, act, rew, mask, logp) = jax.lax.scan(
-        step, (obs0, alive0), jax.random.split(key_steps, horizon)
-    )
+    # All action noise in one draw: one large RNG kernel instead of one per step.
+    act_dim = act_low.shape[-1]
+    noise = jax.random.normal(key_steps, (horizon, num_tasks, r, act_dim), jnp.float32)
+    (last_obs, _), (obs, act, rew, mask, logp) = jax.lax.scan(step, (obs0, alive0), noise)
     # scan stacks time first: [H, T, R, ...] -> [T, R, H, ...]
     time_last = lambda x: jnp.moveaxis(x, 0, 2)
     return Rollouts(

@@ -95,7 +95,9 @@ def sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
 def log_prob(mean: jax.Array, log_std: jax.Array, act: jax.Array) -> jax.Array:
     """Diagonal-Gaussian log-density, ``[..., A] -> [...]``."""
     z = (act - mean) * jnp.exp(-log_std)
-    return -0.5 * jnp.sum(z * z, axis=-1) - jnp.sum(log_std, axis=-1) - 0.5 * mean.shape[-1] * _LOG_2PI
+    return (
+        -0.5 * jnp.sum(z * z, axis=-1) - jnp.sum(log_std, axis=-1) - 0.5 * mean.shape[-1] * _LOG_2PI
+    )
 
 
 def entropy(log_std: jax.Array) -> jax.Array:
@@ -103,9 +105,7 @@ def entropy(log_std: jax.Array) -> jax.Array:
     return jnp.sum(log_std + 0.5 * (_LOG_2PI + 1.0), axis=-1)
 
 
-def kl(
-    mean0: jax.Array, log_std0: jax.Array, mean1: jax.Array, log_std1: jax.Array
-) -> jax.Array:
+def kl(mean0: jax.Array, log_std0: jax.Array, mean1: jax.Array, log_std1: jax.Array) -> jax.Array:
     """``KL(N(mean0, std0) || N(mean1, std1))`` for diagonal Gaussians, ``[..., A] -> [...]``."""
     var_ratio = jnp.exp(2.0 * (log_std0 - log_std1))
     dmean = (mean0 - mean1) * jnp.exp(-log_std1)

@@ -95,9 +95,12 @@ def fit_linear_baseline(
 
     rllab solves the normal equations in float64; in float32 their condition number
     (squared that of the features, whose columns span 1 to 1e2 scales and are often
-    collinear, e.g. a constant observation and the bias) loses every digit. A QR
-    factorisation of the ridge-augmented matrix ``[sqrt(w) F; sqrt(reg) I]`` solves the
-    same problem with the features' condition number only.
+    collinear, e.g. a constant observation and the bias) loses every digit. Here the
+    triangular factor ``R`` of a QR factorisation of the ridge-augmented matrix
+    ``M = [sqrt(w) F; sqrt(reg) I]`` gives ``M^T M = R^T R`` without forming it, and one
+    step of iterative refinement ("corrected semi-normal equations", Bjorck) brings the
+    solution to the accuracy of a full QR solve while skipping the explicit ``Q``
+    (half the cost).
 
     Args:
       features: ``[N, F]``; targets: ``[N]``; weights: ``[N]`` (0/1 mask).
@@ -111,8 +114,15 @@ def fit_linear_baseline(
         [features * sw, jnp.sqrt(reg) * jnp.eye(num_features, dtype=features.dtype)], axis=0
     )
     b = jnp.concatenate([targets * sw[:, 0], jnp.zeros((num_features,), targets.dtype)])
-    q, r = jnp.linalg.qr(a, mode="reduced")
-    return jax.scipy.linalg.solve_triangular(r, q.T @ b, lower=False)
+    r = jnp.linalg.qr(a, mode="r")
+    solve_triangular = jax.scipy.linalg.solve_triangular
+
+    def solve_normal(rhs):  # (R^T R)^-1 rhs
+        y = solve_triangular(r, rhs, lower=False, trans="T")
+        return solve_triangular(r, y, lower=False)
+
+    x = solve_normal(a.T @ b)
+    return x + solve_normal(a.T @ (b - a @ x))
 
 
 def normalize(adv: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:

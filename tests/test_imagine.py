@@ -46,7 +46,15 @@ def _task_params(key, t, hidden=(8,), init_std=1.0):
 def _run(key, params, models, task, r, h, start_obs=None, obs_clip=1000.0):
     f = jax.jit(
         lambda k, p, m, s: im.imagine(
-            k, p, m, task, shift_dynamics, rollouts_per_task=r, horizon=h, start_obs=s, obs_clip=obs_clip
+            k,
+            p,
+            m,
+            task,
+            shift_dynamics,
+            rollouts_per_task=r,
+            horizon=h,
+            start_obs=s,
+            obs_clip=obs_clip,
         )
     )
     return f(key, params, models, start_obs)
@@ -59,7 +67,15 @@ def test_task_to_model_contiguous_and_validated():
         im.task_to_model(20, 3)
     params = _task_params(jax.random.PRNGKey(0), 4)
     with pytest.raises(ValueError):
-        im.imagine(jax.random.PRNGKey(0), params, _models(3), ToyTask(), shift_dynamics, rollouts_per_task=2, horizon=3)
+        im.imagine(
+            jax.random.PRNGKey(0),
+            params,
+            _models(3),
+            ToyTask(),
+            shift_dynamics,
+            rollouts_per_task=2,
+            horizon=3,
+        )
 
 
 def test_shapes_and_each_task_uses_its_model():
@@ -75,7 +91,9 @@ def test_shapes_and_each_task_uses_its_model():
     steps = np.diff(np.concatenate([out.obs, out.last_obs[:, :, None]], axis=2), axis=2)
     shifts = np.asarray(_models(k)["shift"])
     for i in range(t):
-        np.testing.assert_allclose(steps[i], np.broadcast_to(shifts[i // (t // k)], steps[i].shape), atol=1e-5)
+        np.testing.assert_allclose(
+            steps[i], np.broadcast_to(shifts[i // (t // k)], steps[i].shape), atol=1e-5
+        )
     np.testing.assert_array_equal(out.mask, 1.0)
 
 
@@ -83,8 +101,12 @@ def _np_mlp(params, i, obs):
     h = obs
     layers = params["layers"]
     for layer in layers[:-1]:
-        h = np.tanh(h @ np.asarray(layer["w"][i], np.float64) + np.asarray(layer["b"][i], np.float64))
-    mean = h @ np.asarray(layers[-1]["w"][i], np.float64) + np.asarray(layers[-1]["b"][i], np.float64)
+        h = np.tanh(
+            h @ np.asarray(layer["w"][i], np.float64) + np.asarray(layer["b"][i], np.float64)
+        )
+    mean = h @ np.asarray(layers[-1]["w"][i], np.float64) + np.asarray(
+        layers[-1]["b"][i], np.float64
+    )
     return mean, np.asarray(params["log_std"][i], np.float64)
 
 

@@ -58,7 +58,9 @@ def _np_unraveler(params):
     leaves, treedef = jax.tree.flatten(params)
     shapes = [np.shape(x) for x in leaves]
     splits = np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1]
-    return lambda v: treedef.unflatten([c.reshape(sh) for c, sh in zip(np.split(v, splits), shapes, strict=True)])
+    return lambda v: treedef.unflatten(
+        [c.reshape(sh) for c, sh in zip(np.split(v, splits), shapes, strict=True)]
+    )
 
 
 def _np_meta_objective(x, to_np, pre_batches, post, alpha):
@@ -67,7 +69,9 @@ def _np_meta_objective(x, to_np, pre_batches, post, alpha):
     for k in range(num_tasks):
         xk = x.copy()
         for b in pre_batches:
-            sur = lambda v, b=b: _np_masked_mean(_np_logp(to_np(v), b.obs[k], b.act[k]) * b.adv[k], b.mask[k])
+            sur = lambda v, b=b, k=k: _np_masked_mean(
+                _np_logp(to_np(v), b.obs[k], b.act[k]) * b.adv[k], b.mask[k]
+            )
             xk = xk + alpha * _fd_grad(sur, xk, 1e-4)
         ratio = np.exp(_np_logp(to_np(xk), post.obs[k], post.act[k]) - post.logp[k])
         total += _np_masked_mean(ratio * post.adv[k], post.mask[k])
@@ -93,7 +97,9 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
     rng = np.random.default_rng(0)
     t, r, h, o, a = 2, 2, 3, 2, 2
     theta = pol.init(jax.random.PRNGKey(0), o, a, hidden=(3,), init_std=0.8)
-    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64) + 0.3 * rng.normal(size=v.shape), theta)
+    theta = jax.tree.map(
+        lambda v: jnp.asarray(v, jnp.float64) + 0.3 * rng.normal(size=v.shape), theta
+    )
     x0 = np.asarray(ravel_pytree(theta)[0], np.float64)
     to_np = _np_unraveler(theta)
     pre = tuple(_random_batch(rng, t, r, h, o, a) for _ in range(num_inner_steps))
@@ -101,7 +107,7 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
     alpha = 0.5  # large, so the second-order term is far above the tolerance
     jax_batches = jax.tree.map(jnp.asarray, (pre, post))
 
-    value, grad = jax.value_and_grad(maml.meta_objective)(theta, *jax_batches, alpha)
+    value, grad = jax.jit(jax.value_and_grad(maml.meta_objective))(theta, *jax_batches, alpha)
     grad = np.asarray(ravel_pytree(grad)[0])
     ref_value = _np_meta_objective(x0, to_np, pre, post, alpha)
     ref_grad = _fd_grad(lambda v: _np_meta_objective(v, to_np, pre, post, alpha), x0, 1e-3)
@@ -111,10 +117,12 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
     # the test can fail: dropping the second-order term (first-order MAML) is far off
     def first_order(th):
         post_params = maml.adapt(th, jax.lax.stop_gradient(jax_batches[0]), alpha)
-        fo = jax.tree.map(lambda p, q: jax.lax.stop_gradient(p - q) + q, post_params, maml.broadcast_tasks(th, t))
+        fo = jax.tree.map(
+            lambda p, q: jax.lax.stop_gradient(p - q) + q, post_params, maml.broadcast_tasks(th, t)
+        )
         return maml.lr_surrogate(fo, jax_batches[1])
 
-    fo_grad = np.asarray(ravel_pytree(jax.grad(first_order)(theta))[0])
+    fo_grad = np.asarray(ravel_pytree(jax.jit(jax.grad(first_order))(theta))[0])
     assert np.max(np.abs(fo_grad - ref_grad)) > 1e3 * (1e-6 * np.max(np.abs(ref_grad)) + 1e-7)
 
 
@@ -129,11 +137,20 @@ def test_alpha_zero_is_the_plain_policy_gradient(x64):
     to_np = _np_unraveler(theta)
     pre = (_random_batch(rng, t, r, h, o, a),)
     post = _random_batch(rng, t, r, h, o, a)
-    post = post._replace(logp=np.stack([_np_logp(to_np(x0), post.obs[k], post.act[k]) for k in range(t)]))
+    post = post._replace(
+        logp=np.stack([_np_logp(to_np(x0), post.obs[k], post.act[k]) for k in range(t)])
+    )
 
-    grad = jax.grad(maml.meta_objective)(theta, *jax.tree.map(jnp.asarray, (pre, post)), 0.0)
+    grad = jax.jit(jax.grad(maml.meta_objective))(
+        theta, *jax.tree.map(jnp.asarray, (pre, post)), 0.0
+    )
     pg_surr = lambda v: np.mean(
-        [_np_masked_mean(_np_logp(to_np(v), post.obs[k], post.act[k]) * post.adv[k], post.mask[k]) for k in range(t)]
+        [
+            _np_masked_mean(
+                _np_logp(to_np(v), post.obs[k], post.act[k]) * post.adv[k], post.mask[k]
+            )
+            for k in range(t)
+        ]
     )
     ref = _fd_grad(pg_surr, x0, 1e-3)
     np.testing.assert_allclose(ravel_pytree(grad)[0], ref, rtol=1e-6, atol=1e-9)
@@ -166,13 +183,21 @@ def true_dynamics(model, obs, act):
 
 
 MODELS = {"scale": jnp.ones((2,))}
-SMALL = maml.MetaConfig(meta_batch_size=4, rollouts_per_task=16, horizon=10, policy_hidden=(16,), inner_lr=0.05)
+SMALL = maml.MetaConfig(
+    meta_batch_size=4, rollouts_per_task=16, horizon=10, policy_hidden=(16,), inner_lr=0.05
+)
 
 
 def _eval_return(params, key):
     """Mean imagined return of the pre-update policy with many rollouts (low noise)."""
     out = im.imagine(
-        key, maml.broadcast_tasks(params, 2), MODELS, PointTask(), true_dynamics, rollouts_per_task=200, horizon=10
+        key,
+        maml.broadcast_tasks(params, 2),
+        MODELS,
+        PointTask(),
+        true_dynamics,
+        rollouts_per_task=200,
+        horizon=10,
     )
     return float(jnp.mean(im.undiscounted_return(out)))
 
@@ -190,7 +215,9 @@ NUM_STEPS = 5
 
 @functools.cache
 def _run_fn(outer):
-    return jax.jit(maml.make_meta_train(CFGS[outer], PointTask(), true_dynamics, num_steps=NUM_STEPS))
+    return jax.jit(
+        maml.make_meta_train(CFGS[outer], PointTask(), true_dynamics, num_steps=NUM_STEPS)
+    )
 
 
 def _run(outer, state):
@@ -218,29 +245,26 @@ def test_meta_steps_raise_the_imagined_return(outer):
     assert after > before + 0.1, (before, after)
 
 
-def test_meta_train_equals_repeated_meta_steps():
-    """The scanned run and a Python loop of jitted meta steps agree; start states given."""
-    cfg = CFGS["trpo"]
-    step = jax.jit(maml.make_meta_step(cfg, PointTask(), true_dynamics))
-    state = maml.init_meta_state(jax.random.PRNGKey(1), cfg, 2, 2)
-    s_loop, diags = state, []
-    for _ in range(NUM_STEPS):
-        s_loop, post_loop, d = step(s_loop, MODELS, STARTS, 50)
-        diags.append(d)
-    s_run, post_run, d_run = _run("trpo", state)
-    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-    jax.tree.map(close, s_run.params, s_loop.params)
-    jax.tree.map(close, post_run, post_loop)
-    close(d_run.pre_return, np.stack([d.pre_return for d in diags]))
+def test_start_states_argument_is_checked():
+    state = maml.init_meta_state(jax.random.PRNGKey(1), CFGS["trpo"], 2, 2)
     with pytest.raises(ValueError):
-        step(state, MODELS)  # start states required by this config
+        maml.make_meta_step(CFGS["trpo"], PointTask(), true_dynamics)(state, MODELS)
+    with pytest.raises(ValueError):
+        maml.make_meta_step(CFGS["ppo"], PointTask(), true_dynamics)(state, MODELS, STARTS)
+    with pytest.raises(ValueError):  # 4 tasks over 3 models
+        maml.make_meta_step(CFGS["ppo"], PointTask(), true_dynamics)(
+            state, {"scale": jnp.ones((3,))}
+        )
 
 
 @pytest.mark.parametrize("outer", ["trpo", "ppo"])
 def test_nonfinite_update_is_rejected_and_flagged(outer):
     state = maml.init_meta_state(jax.random.PRNGKey(2), CFGS[outer], 2, 2)
     bad = state.params["layers"][0]["w"].at[0, 0].set(jnp.nan)
-    state = state.replace(params=state.params | {"layers": [{"w": bad, "b": state.params["layers"][0]["b"]}, *state.params["layers"][1:]]})
+    state = state.replace(
+        params=state.params
+        | {"layers": [{"w": bad, "b": state.params["layers"][0]["b"]}, *state.params["layers"][1:]]}
+    )
     new_state, _, diag = _run(outer, state)
     assert np.all(diag.nonfinite) and not np.any(diag.accepted)
     jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
@@ -260,8 +284,10 @@ def test_gauss_newton_kl_hvp_equals_hessian(x64):
     kl_fn = lambda th: jnp.mean(maml.task_kl(old_dist, maml.adapt(th, pre, alpha), post))
     x0, unravel = ravel_pytree(theta)
     v = jnp.asarray(rng.normal(size=x0.shape))
-    hv = ravel_pytree(maml.meta_kl_hvp(theta, pre, post, old_dist, alpha)(unravel(v)))[0]
-    grad = lambda x: ravel_pytree(jax.grad(kl_fn)(unravel(x)))[0]
+    hvp = jax.jit(lambda th, vv: maml.meta_kl_hvp(th, pre, post, old_dist, alpha)(vv))
+    hv = ravel_pytree(hvp(theta, unravel(v)))[0]
+    kl_grad = jax.jit(jax.grad(kl_fn))
+    grad = lambda x: ravel_pytree(kl_grad(unravel(x)))[0]
     eps = 1e-5
     ref = (grad(x0 + eps * v) - grad(x0 - eps * v)) / (2 * eps)
     np.testing.assert_allclose(hv, ref, rtol=1e-6, atol=1e-9)

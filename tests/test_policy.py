@@ -60,7 +60,9 @@ def test_sample_moments_and_kl_monte_carlo():
     mean = jnp.array([0.3, -1.0])
     log_std = jnp.array([math.log(0.5), math.log(2.0)])
     n = 200_000
-    x = pol.sample(jax.random.PRNGKey(0), jnp.broadcast_to(mean, (n, 2)), jnp.broadcast_to(log_std, (n, 2)))
+    x = pol.sample(
+        jax.random.PRNGKey(0), jnp.broadcast_to(mean, (n, 2)), jnp.broadcast_to(log_std, (n, 2))
+    )
     np.testing.assert_allclose(np.mean(x, 0), mean, atol=0.02)
     np.testing.assert_allclose(np.std(x, 0), np.exp(log_std), rtol=0.01)
     mean1, log_std1 = jnp.array([0.0, 0.0]), jnp.array([0.0, 0.0])

@@ -36,14 +36,23 @@ def test_discounted_returns_and_gae_match_python_loop():
     mask, lengths = _masks(rng, shape)
     got_ret = np.asarray(ret.discounted_returns(jnp.asarray(rew), jnp.asarray(mask), 0.9))
     for lam in (1.0, 0.95):
-        got_adv = np.asarray(ret.gae(jnp.asarray(rew), jnp.asarray(values), jnp.asarray(mask), 0.9, lam))
+        got_adv = np.asarray(
+            ret.gae(jnp.asarray(rew), jnp.asarray(values), jnp.asarray(mask), 0.9, lam)
+        )
         for i in np.ndindex(shape[:-1]):
             n = lengths[i]
-            np.testing.assert_allclose(got_adv[i][:n], _py_path_gae(rew[i][:n], values[i][:n], 0.9, lam), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                got_adv[i][:n],
+                _py_path_gae(rew[i][:n], values[i][:n], 0.9, lam),
+                rtol=1e-5,
+                atol=1e-5,
+            )
             np.testing.assert_array_equal(got_adv[i][n:], 0.0)
     for i in np.ndindex(shape[:-1]):
         n = lengths[i]
-        np.testing.assert_allclose(got_ret[i][:n], _py_path_returns(rew[i][:n], 0.9), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            got_ret[i][:n], _py_path_returns(rew[i][:n], 0.9), rtol=1e-5, atol=1e-5
+        )
         np.testing.assert_array_equal(got_ret[i][n:], 0.0)
 
 
@@ -107,5 +116,7 @@ def test_normalized_advantages_per_task():
     got = np.asarray(ret.normalize(jnp.asarray(adv), jnp.asarray(mask)))
     for k in range(3):
         valid = adv[k][mask[k] > 0]
-        np.testing.assert_allclose(got[k][mask[k] > 0], (valid - valid.mean()) / (valid.std() + 1e-8), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            got[k][mask[k] > 0], (valid - valid.mean()) / (valid.std() + 1e-8), rtol=1e-4, atol=1e-5
+        )
         np.testing.assert_array_equal(got[k][mask[k] == 0], 0.0)

@@ -1,6 +1,8 @@
 """TRPO pieces: conjugate gradient vs numpy.linalg.solve, the KL bound of the line search,
 rejection of non-improving or non-finite steps."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,32 +22,46 @@ def test_conjugate_gradient_matches_numpy_solve():
     b = rng.normal(size=n)
     matvec = lambda v: jnp.asarray(a, jnp.float32) @ v
     # n iterations solve an n-dim SPD system (exact arithmetic); float32 tolerance
-    x = jax.jit(lambda bb: trpo.conjugate_gradient(matvec, bb, iters=n, residual_tol=0.0))(jnp.asarray(b, jnp.float32))
+    x = jax.jit(lambda bb: trpo.conjugate_gradient(matvec, bb, iters=n, residual_tol=0.0))(
+        jnp.asarray(b, jnp.float32)
+    )
     np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=2e-3, atol=2e-3)
     # fewer iterations still reduce the residual; early stop freezes the solution
     x3 = trpo.conjugate_gradient(matvec, jnp.asarray(b, jnp.float32), iters=3)
     assert np.linalg.norm(a @ np.asarray(x3) - b) < np.linalg.norm(b)
-    x_tol = trpo.conjugate_gradient(matvec, jnp.asarray(b, jnp.float32), iters=50, residual_tol=1e-3)
+    x_tol = trpo.conjugate_gradient(
+        matvec, jnp.asarray(b, jnp.float32), iters=50, residual_tol=1e-3
+    )
     assert np.all(np.isfinite(x_tol))
     np.testing.assert_allclose(x_tol, np.linalg.solve(a, b), rtol=2e-2, atol=2e-2)
 
 
-def _problem(rng, n, quartic):
-    """Linear loss, KL with Hessian F at 0 and (optionally) a quartic term the quadratic
-    model does not see, so the first candidate often violates the bound."""
-    f = jnp.asarray(_spd(rng, n, cond=20.0), jnp.float32)
-    g = jnp.asarray(rng.normal(size=n), jnp.float32)
-    c = float(quartic)
+def _losses(f, g, c):
+    """Linear loss, KL with Hessian F at 0 plus a quartic term ``c`` the quadratic model
+    does not see, so that with large ``c`` the first candidate violates the bound."""
     loss = lambda p: g @ p["x"] + 0.1 * jnp.sum(p["y"] ** 2)
     kl = lambda p: 0.5 * p["x"] @ f @ p["x"] + c * jnp.sum(p["x"] ** 4) + 0.5 * jnp.sum(p["y"] ** 2)
+    return loss, kl
+
+
+def _problem(rng, n, quartic):
+    f = jnp.asarray(_spd(rng, n, cond=20.0), jnp.float32)
+    g = jnp.asarray(rng.normal(size=n), jnp.float32)
     params = {"x": jnp.zeros(n, jnp.float32), "y": jnp.zeros(2, jnp.float32)}
-    return loss, kl, params, np.asarray(f), np.asarray(g)
+    return (*_losses(f, g, quartic), params, np.asarray(f), np.asarray(g))
+
+
+@functools.partial(jax.jit, static_argnames="max_backtracks")
+def _solve(f, g, c, params, max_backtracks=15):
+    loss, kl = _losses(f, g, c)
+    new, info = trpo.trpo_update(loss, kl, params, max_kl=0.01, max_backtracks=max_backtracks)
+    return new, info, kl(new), loss(new), loss(params)
 
 
 def test_step_on_quadratic_kl_hits_the_bound():
     rng = np.random.default_rng(1)
-    loss, kl, params, f, g = _problem(rng, 6, quartic=0.0)
-    new, info = jax.jit(lambda p: trpo.trpo_update(loss, kl, p, max_kl=0.01, cg_iters=10))(params)
+    _, _, params, f, g = _problem(rng, 6, quartic=0.0)
+    new, info, _, _, _ = _solve(jnp.asarray(f), jnp.asarray(g), 0.0, params)
     assert bool(info.accepted) and not bool(info.nonfinite)
     assert int(info.num_backtracks) == 0
     # natural-gradient step: x = -sqrt(2 d / g'F^-1 g) F^-1 g
@@ -60,15 +76,16 @@ def test_line_search_never_exceeds_the_bound():
     rng = np.random.default_rng(2)
     max_kl = 0.01
     n_backtracked = n_rejected = 0
-    for i in range(12):
+    for i in range(16):
         quartic = [0.0, 5.0, 200.0, 1e4][i % 4]
-        loss, kl, params, _, _ = _problem(rng, 5, quartic)
-        new, info = trpo.trpo_update(loss, kl, params, max_kl=max_kl, max_backtracks=15 if i < 8 else 2)
-        kl_new = float(kl(new))
-        assert kl_new <= max_kl * (1 + 1e-6), (i, kl_new)
-        np.testing.assert_allclose(float(info.kl_after), kl_new, rtol=1e-5, atol=1e-9)
+        _, _, params, f, g = _problem(rng, 5, quartic)
+        new, info, kl_new, loss_new, loss_old = _solve(
+            jnp.asarray(f), jnp.asarray(g), quartic, params, max_backtracks=15 if i < 8 else 2
+        )
+        assert float(kl_new) <= max_kl * (1 + 1e-6), (i, float(kl_new))
+        np.testing.assert_allclose(float(info.kl_after), float(kl_new), rtol=1e-5, atol=1e-9)
         if bool(info.accepted):
-            assert float(loss(new)) < float(loss(params))
+            assert float(loss_new) < float(loss_old)
             n_backtracked += int(info.num_backtracks) > 0
         else:
             n_rejected += 1
