@@ -32,7 +32,12 @@ class Checkpointer:
         logging.getLogger("absl").setLevel(logging.WARNING)
         self._ocp = ocp
         self.directory = os.path.abspath(os.path.join(run_dir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        # Synchronous saves: the run waits for every checkpoint anyway, and orbax's async
+        # commit thread can stall for its 300 s timeout when a signal (Ctrl-C) lands
+        # mid-save; without it a signal only ever sets the run's stop flag.
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False
+        )
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         except OSError as e:

@@ -171,7 +171,7 @@ def test_sigint_stops_safely_and_says_how_to_resume(tmp_path, env):
     while not os.path.isdir(ck0) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err and "Traceback" not in err
     rows = read_rows(run_dir)
