@@ -20,6 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+__all__ = [
+    "Buffer",
+    "DEFAULT_CAPACITY",
+    "add",
+    "add_prefix",
+    "check_finite",
+    "init",
+    "size",
+    "valid_data",
+    "valid_mask",
+]
+
 DEFAULT_CAPACITY = 100_000  # the paper keeps the last 100k real transitions
 
 
@@ -160,7 +172,8 @@ def valid_data(buf: Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Once full the oldest row sits at ptr; before that ptr == count and rolling by it
     # after slicing would be wrong, so only roll when full.
     order = np.arange(count) if count < buf.capacity else (np.arange(count) + ptr) % count
-    return tuple(np.asarray(x)[order] for x in (buf.obs, buf.act, buf.next_obs))
+    obs, act, next_obs = (np.asarray(x)[order] for x in (buf.obs, buf.act, buf.next_obs))
+    return obs, act, next_obs
 
 
 @jax.jit

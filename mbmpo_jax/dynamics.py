@@ -40,6 +40,32 @@ from flax import struct
 
 from mbmpo_jax import buffer as buffer_lib
 
+__all__ = [
+    "ACTIVATIONS",
+    "EPS",
+    "EnsembleConfig",
+    "EnsembleState",
+    "FitInfo",
+    "Model",
+    "Normaliser",
+    "compute_normaliser",
+    "effective_weight",
+    "ensemble_mean",
+    "ensemble_std",
+    "epoch_train_rows",
+    "fit",
+    "fit_unchecked",
+    "fit_with_keys",
+    "init",
+    "mlp_apply",
+    "mlp_init",
+    "model_params",
+    "model_step",
+    "predict",
+    "split_permutation",
+    "split_sizes",
+]
+
 EPS = 1e-10  # added to every std, as in the original code
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

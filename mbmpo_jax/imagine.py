@@ -19,6 +19,14 @@ import numpy as np
 
 from mbmpo_jax import policy as pol
 
+__all__ = [
+    "Rollouts",
+    "imagine",
+    "num_models_of",
+    "task_to_model",
+    "undiscounted_return",
+]
+
 DynamicsFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 

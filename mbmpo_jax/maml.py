@@ -35,6 +35,28 @@ from mbmpo_jax import returns as returns_lib
 from mbmpo_jax.optim import ppo as ppo_lib
 from mbmpo_jax.optim import trpo as trpo_lib
 
+__all__ = [
+    "MetaConfig",
+    "MetaDiagnostics",
+    "MetaState",
+    "OuterInfo",
+    "PolicyBatch",
+    "adapt",
+    "broadcast_tasks",
+    "init_meta_state",
+    "inner_step",
+    "lr_surrogate",
+    "make_meta_step",
+    "make_meta_train",
+    "masked_mean",
+    "meta_kl_hvp",
+    "meta_objective",
+    "pg_surrogate",
+    "ppo_outer_step",
+    "task_kl",
+    "trpo_outer_step",
+]
+
 Params = Any
 
 
@@ -486,14 +508,14 @@ def make_meta_step(cfg: MetaConfig, task: Any, dynamics_fn: imagine_lib.Dynamics
         theta = state.params
 
         params_t = broadcast_tasks(theta, num_tasks)
-        pre_batches = []
+        pre_list: list[PolicyBatch] = []
         for s in range(cfg.num_inner_steps):
             rollouts, batch = sample(phase_keys[s], params_t, models, start_obs, start_count)
             if s == 0:
                 pre_rollouts = rollouts
-            pre_batches.append(batch)
+            pre_list.append(batch)
             params_t = jax.vmap(inner_step, in_axes=(0, 0, None))(params_t, batch, cfg.inner_lr)
-        pre_batches = tuple(pre_batches)
+        pre_batches = tuple(pre_list)
         post_params = params_t
         post_rollouts, post = sample(phase_keys[-1], post_params, models, start_obs, start_count)
 

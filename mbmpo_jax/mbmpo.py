@@ -25,6 +25,7 @@ Per iteration (after the warm-up of `initial_random_steps` uniform-random steps)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class TrainState:
 
 
 def ensemble_config(cfg: ml_collections.ConfigDict) -> dynamics.EnsembleConfig:
+    """The `dynamics.EnsembleConfig` of a run config's `ensemble` section."""
     e = cfg.ensemble
     return dynamics.EnsembleConfig(
         num_models=e.num_models,
@@ -87,6 +89,7 @@ def ensemble_config(cfg: ml_collections.ConfigDict) -> dynamics.EnsembleConfig:
 
 
 def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
+    """The `maml.MetaConfig` of a run config's `meta` and `policy` sections."""
     m = cfg.meta
     return maml.MetaConfig(
         meta_batch_size=m.meta_batch_size,
@@ -228,7 +231,9 @@ class Trainer:
             batch = native.rollout(self.collect_env, uniform, None, k)
             buf, n = self._add(buf, batch, limit=target - got)
             got += n
-        return state.replace(buffer=buf, key=key, n_timesteps=jnp.asarray(got, jnp.int32))
+        return dataclasses.replace(
+            state, buffer=buf, key=key, n_timesteps=jnp.asarray(got, jnp.int32)
+        )
 
     def _add(self, buf, batch: native.RealBatch, limit: int | None = None):
         obs, act, next_obs = batch.transitions()

@@ -20,6 +20,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    "Policy",
+    "apply",
+    "entropy",
+    "init",
+    "kl",
+    "log_prob",
+    "make_policy",
+    "sample",
+]
+
 Params = Any  # a pytree, see the module docstring
 
 _LOG_2PI = math.log(2.0 * math.pi)

@@ -12,6 +12,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    "Advantages",
+    "compute_advantages",
+    "discounted_returns",
+    "fit_linear_baseline",
+    "gae",
+    "linear_features",
+    "normalize",
+]
+
 
 class Advantages(NamedTuple):
     """Per-step targets, ``[T, R, H]`` each (0 where masked).

@@ -34,11 +34,10 @@ from mbmpo_jax.envs.tasks import TaskSpec, get_task
 # imports mjx too. Import both once with stdout captured, so users never see it.
 with contextlib.redirect_stdout(io.StringIO()):
     from brax.envs import base as brax_base
+    from brax.envs.base import State
     from mujoco import mjx
 
 __all__ = ["MjxEnv", "rollout", "steps_per_second"]
-
-State = brax_base.State
 
 
 class MjxEnv(brax_base.Env):
@@ -170,7 +169,7 @@ def _rollout(env: MjxEnv, act_fn: ActFn, num_envs: int, horizon: int, params, ke
     alive0 = jnp.ones((num_envs,), bool)
     _, (obs, act, next_obs, reward, done, mask) = jax.lax.scan(body, (state, alive0), keys)
     to_nh = lambda x: jnp.swapaxes(x, 0, 1)  # [H, N, ...] -> [N, H, ...]
-    return RealBatch(*map(to_nh, (obs, act, next_obs, reward, done, mask)))
+    return RealBatch(*(to_nh(x) for x in (obs, act, next_obs, reward, done, mask)))  # type: ignore[arg-type]
 
 
 def steps_per_second(

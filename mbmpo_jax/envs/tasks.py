@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +90,7 @@ class TaskSpec:
     name: str
     xml_name: str
     frame_skip: int
-    obs_fn: Callable[[Array, Array], Array]
+    obs_fn: Callable[[Any, Any], Any]
     reward_fn: Callable[[Array, Array, Array], Array]
     done_fn: Callable[[Array], Array]
     fwd_vel_index: int | None

@@ -16,6 +16,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+__all__ = [
+    "adam_steps",
+    "adapt_kl_coeff",
+    "clipped_objective",
+]
+
 
 def clipped_objective(
     logp_new: jax.Array, logp_old: jax.Array, adv: jax.Array, clip: float

@@ -20,6 +20,13 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+__all__ = [
+    "TRPOInfo",
+    "backtracking_line_search",
+    "conjugate_gradient",
+    "trpo_update",
+]
+
 
 class TRPOInfo(NamedTuple):
     """Scalars describing one TRPO update.

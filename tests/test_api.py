@@ -1,0 +1,178 @@
+"""The public API is pinned: removing or renaming a public name is a deliberate act.
+
+If this test fails after an intended API change, update the list here in the same commit
+(and the API section of WORKSPACE.md).
+"""
+
+import importlib
+import inspect
+
+import pytest
+
+PUBLIC = {
+    "mbmpo_jax": [
+        "EnsembleConfig",
+        "EnsembleState",
+        "MetaConfig",
+        "MetaState",
+        "NativeEnv",
+        "RealBatch",
+        "TASKS",
+        "TaskSpec",
+        "TrainState",
+        "Trainer",
+        "buffer",
+        "config",
+        "dynamics",
+        "get_task",
+        "imagine",
+        "make_meta_step",
+        "make_meta_train",
+        "maml",
+        "policy",
+        "ppo",
+        "returns",
+        "rollout",
+        "trpo",
+    ],
+    "mbmpo_jax.buffer": [
+        "Buffer",
+        "DEFAULT_CAPACITY",
+        "add",
+        "add_prefix",
+        "check_finite",
+        "init",
+        "size",
+        "valid_data",
+        "valid_mask",
+    ],
+    "mbmpo_jax.dynamics": [
+        "ACTIVATIONS",
+        "EPS",
+        "EnsembleConfig",
+        "EnsembleState",
+        "FitInfo",
+        "Model",
+        "Normaliser",
+        "compute_normaliser",
+        "effective_weight",
+        "ensemble_mean",
+        "ensemble_std",
+        "epoch_train_rows",
+        "fit",
+        "fit_unchecked",
+        "fit_with_keys",
+        "init",
+        "mlp_apply",
+        "mlp_init",
+        "model_params",
+        "model_step",
+        "predict",
+        "split_permutation",
+        "split_sizes",
+    ],
+    "mbmpo_jax.imagine": [
+        "Rollouts",
+        "imagine",
+        "num_models_of",
+        "task_to_model",
+        "undiscounted_return",
+    ],
+    "mbmpo_jax.maml": [
+        "MetaConfig",
+        "MetaDiagnostics",
+        "MetaState",
+        "OuterInfo",
+        "PolicyBatch",
+        "adapt",
+        "broadcast_tasks",
+        "init_meta_state",
+        "inner_step",
+        "lr_surrogate",
+        "make_meta_step",
+        "make_meta_train",
+        "masked_mean",
+        "meta_kl_hvp",
+        "meta_objective",
+        "pg_surrogate",
+        "ppo_outer_step",
+        "task_kl",
+        "trpo_outer_step",
+    ],
+    "mbmpo_jax.policy": [
+        "Policy",
+        "apply",
+        "entropy",
+        "init",
+        "kl",
+        "log_prob",
+        "make_policy",
+        "sample",
+    ],
+    "mbmpo_jax.returns": [
+        "Advantages",
+        "compute_advantages",
+        "discounted_returns",
+        "fit_linear_baseline",
+        "gae",
+        "linear_features",
+        "normalize",
+    ],
+    "mbmpo_jax.optim.trpo": [
+        "TRPOInfo",
+        "backtracking_line_search",
+        "conjugate_gradient",
+        "trpo_update",
+    ],
+    "mbmpo_jax.optim.ppo": ["adam_steps", "adapt_kl_coeff", "clipped_objective"],
+    "mbmpo_jax.mbmpo": [
+        "NonFiniteError",
+        "TrainState",
+        "Trainer",
+        "ensemble_config",
+        "meta_config",
+    ],
+    "mbmpo_jax.config": [
+        "ConfigError",
+        "PRESETS",
+        "apply_overrides",
+        "get_config",
+        "to_json",
+        "validate",
+    ],
+    "mbmpo_jax.envs.tasks": ["TASKS", "TaskSpec", "get_task", "load_model"],
+    "mbmpo_jax.envs.native": ["NativeEnv", "RealBatch", "rollout", "uniform_policy"],
+    "mbmpo_jax.checkpoint": ["CheckpointError", "Checkpointer"],
+    "mbmpo_jax.metrics": ["MetricsWriter", "read_metrics"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names_pinned(module):
+    mod = importlib.import_module(module)
+    assert sorted(mod.__all__) == PUBLIC[module]
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name} is exported but missing"
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_callables_documented(module):
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if inspect.ismodule(obj) or not callable(obj):
+            continue
+        doc = inspect.getdoc(getattr(obj, "__wrapped__", obj)) or ""
+        assert len(doc) > 20, f"{module}.{name} needs a docstring"
+
+
+def test_top_level_reexports_are_the_modules_objects():
+    import mbmpo_jax
+    from mbmpo_jax import dynamics, maml, mbmpo
+    from mbmpo_jax.envs import native, tasks
+
+    assert mbmpo_jax.Trainer is mbmpo.Trainer
+    assert mbmpo_jax.make_meta_step is maml.make_meta_step
+    assert mbmpo_jax.EnsembleConfig is dynamics.EnsembleConfig
+    assert mbmpo_jax.rollout is native.rollout
+    assert mbmpo_jax.get_task is tasks.get_task
