@@ -257,10 +257,15 @@ def main(argv):
 
     from mbmpo_jax.checkpoint import CheckpointError
     from mbmpo_jax.mbmpo import NonFiniteError
+    from mbmpo_jax.sharding import task_mesh
 
     dev = jax.devices()[0]
-    print(f"mbmpo_jax | device: {dev.platform.upper()} {dev.device_kind} | jax {jax.__version__}")
     c0 = cfgs[0]
+    n_mesh = task_mesh(c0.meta.meta_batch_size).devices.size
+    print(
+        f"mbmpo_jax | device: {dev.platform.upper()} {dev.device_kind} x{jax.device_count()} "
+        f"(tasks split over {n_mesh}) | jax {jax.__version__}"
+    )
     print(
         f"config: env={c0.env} preset={c0.preset} iterations={c0.num_iterations} "
         f"models={c0.ensemble.num_models}x{tuple(c0.ensemble.hidden)} "

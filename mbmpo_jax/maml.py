@@ -32,6 +32,7 @@ import optax
 from mbmpo_jax import imagine as imagine_lib
 from mbmpo_jax import policy as pol
 from mbmpo_jax import returns as returns_lib
+from mbmpo_jax import sharding as sharding_lib
 from mbmpo_jax.optim import ppo as ppo_lib
 from mbmpo_jax.optim import trpo as trpo_lib
 
@@ -447,13 +448,21 @@ def init_meta_state(key: jax.Array, cfg: MetaConfig, obs_dim: int, act_dim: int)
 MetaStepFn = Callable[..., tuple[MetaState, Params, MetaDiagnostics]]
 
 
-def make_meta_step(cfg: MetaConfig, task: Any, dynamics_fn: imagine_lib.DynamicsFn) -> MetaStepFn:
+def make_meta_step(
+    cfg: MetaConfig,
+    task: Any,
+    dynamics_fn: imagine_lib.DynamicsFn,
+    mesh: jax.sharding.Mesh | None = None,
+) -> MetaStepFn:
     """Builds the pure, jittable meta step.
 
     Args:
       cfg: ``MetaConfig``.
       task: ``reward``, ``done``, ``init_obs``, ``act_low``, ``act_high`` (a TaskSpec).
       dynamics_fn: ``(model_k, obs[B, O], act[B, A]) -> next_obs[B, O]``.
+      mesh: optional device mesh (``sharding.task_mesh``): every ``[T, ...]`` array is
+        split over its ``tasks`` axis, so imagination and the per-task work run in
+        parallel on all devices. ``None`` (or a mesh of one device): no constraints.
 
     Returns:
       ``meta_step(state, models, start_obs=None, start_count=None)
@@ -498,7 +507,7 @@ def make_meta_step(cfg: MetaConfig, task: Any, dynamics_fn: imagine_lib.Dynamics
             cfg.normalize_adv,
         )
         batch = PolicyBatch(rollouts.obs, rollouts.act, adv.adv, rollouts.mask, rollouts.logp)
-        return rollouts, batch
+        return sharding_lib.shard_tasks((rollouts, batch), mesh)
 
     def meta_step(state: MetaState, models, start_obs=None, start_count=None):
         if (cfg.start_states == "given") != (start_obs is not None):
@@ -507,7 +516,7 @@ def make_meta_step(cfg: MetaConfig, task: Any, dynamics_fn: imagine_lib.Dynamics
         key, *phase_keys = jax.random.split(state.key, cfg.num_inner_steps + 2)
         theta = state.params
 
-        params_t = broadcast_tasks(theta, num_tasks)
+        params_t = sharding_lib.shard_tasks(broadcast_tasks(theta, num_tasks), mesh)
         pre_list: list[PolicyBatch] = []
         for s in range(cfg.num_inner_steps):
             rollouts, batch = sample(phase_keys[s], params_t, models, start_obs, start_count)
@@ -515,6 +524,7 @@ def make_meta_step(cfg: MetaConfig, task: Any, dynamics_fn: imagine_lib.Dynamics
                 pre_rollouts = rollouts
             pre_list.append(batch)
             params_t = jax.vmap(inner_step, in_axes=(0, 0, None))(params_t, batch, cfg.inner_lr)
+            params_t = sharding_lib.shard_tasks(params_t, mesh)
         pre_batches = tuple(pre_list)
         post_params = params_t
         post_rollouts, post = sample(phase_keys[-1], post_params, models, start_obs, start_count)
@@ -553,9 +563,15 @@ def make_meta_step(cfg: MetaConfig, task: Any, dynamics_fn: imagine_lib.Dynamics
 
 
 def make_meta_train(
-    cfg: MetaConfig, task: Any, dynamics_fn: imagine_lib.DynamicsFn, num_steps: int | None = None
+    cfg: MetaConfig,
+    task: Any,
+    dynamics_fn: imagine_lib.DynamicsFn,
+    num_steps: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> MetaStepFn:
     """``num_steps`` (default ``cfg.num_meta_steps``) meta steps in one ``lax.scan``.
+
+    ``mesh``: as in ``make_meta_step`` (tasks split over devices).
 
     Returns:
       ``run(state, models, start_obs=None, start_count=None)
@@ -563,7 +579,7 @@ def make_meta_train(
       meta step and every diagnostics leaf stacked ``[num_steps, ...]``. Pure and
       jittable, e.g. ``jax.jit(run, donate_argnums=0)``.
     """
-    meta_step = make_meta_step(cfg, task, dynamics_fn)
+    meta_step = make_meta_step(cfg, task, dynamics_fn, mesh)
     n = cfg.num_meta_steps if num_steps is None else num_steps
 
     def run(state: MetaState, models, start_obs=None, start_count=None):
@@ -572,7 +588,9 @@ def make_meta_train(
             st, post_params, diag = meta_step(st, models, start_obs, start_count)
             return (st, post_params), diag
 
-        init_post = broadcast_tasks(state.params, cfg.meta_batch_size)
+        init_post = sharding_lib.shard_tasks(
+            broadcast_tasks(state.params, cfg.meta_batch_size), mesh
+        )
         (state, post_params), diags = jax.lax.scan(body, (state, init_post), None, length=n)
         return state, post_params, diags
 

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from mbmpo_jax import buffer as buffer_lib
-from mbmpo_jax import dynamics, maml
+from mbmpo_jax import dynamics, maml, sharding
 from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.envs import native
 from mbmpo_jax.envs.tasks import TaskSpec, get_task
@@ -136,10 +136,10 @@ def _act_per_env(params_t, key, obs):
 
 
 @functools.cache
-def _compiled_meta_train(meta_cfg: maml.MetaConfig, task: TaskSpec, dynamics_fn):
+def _compiled_meta_train(meta_cfg: maml.MetaConfig, task: TaskSpec, dynamics_fn, mesh):
     # Cached on the (hashable, frozen) configs: Trainers of one configuration in one
     # process share a single compilation.
-    return jax.jit(maml.make_meta_train(meta_cfg, task, dynamics_fn))
+    return jax.jit(maml.make_meta_train(meta_cfg, task, dynamics_fn, mesh=mesh))
 
 
 def _all_finite(tree) -> bool:
@@ -193,7 +193,10 @@ class Trainer:
         self.eval_env = native.NativeEnv(self.task, cfg.num_eval_rollouts)
         # Real batches have a fixed padded size so that adding them never recompiles.
         self._pad = t * self.task.horizon
-        self._meta_train = _compiled_meta_train(self.meta_cfg, self.task, dynamics_fn)
+        # Tasks are split over all local devices (a single device is the mesh of one).
+        self.mesh = sharding.task_mesh(t)
+        self._replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self._meta_train = _compiled_meta_train(self.meta_cfg, self.task, dynamics_fn, self.mesh)
         self.model_steps_per_iteration = (
             cfg.meta.num_meta_steps
             * (cfg.meta.num_inner_steps + 1)
@@ -266,13 +269,17 @@ class Trainer:
         on_phase("fit")
 
         start = time.perf_counter()
-        models = self.models_fn(ens, k_models)
+        # Inputs are placed replicated on the mesh every time, so the first call (fresh
+        # state) and later calls (state returned by this jit) see the same shardings and
+        # nothing recompiles.
+        replicate = lambda tree: jax.device_put(tree, self._replicated)
+        models = replicate(self.models_fn(ens, k_models))
         if self.meta_cfg.start_states == "given":
             meta, post_params, diags = self._meta_train(
-                state.meta, models, state.buffer.obs, state.buffer.count
+                replicate(state.meta), models, *replicate((state.buffer.obs, state.buffer.count))
             )
         else:
-            meta, post_params, diags = self._meta_train(state.meta, models)
+            meta, post_params, diags = self._meta_train(replicate(state.meta), models)
         diags = jax.device_get(diags)
         times["meta"] = time.perf_counter() - start
         if not _all_finite(meta.params):  # the meta step rejects such steps; belt and braces
