@@ -27,12 +27,12 @@ import io
 import json
 import math
 import os
-import sys
 import time
 
 from absl import app, flags, logging
 
 from experiments import _quiet  # noqa: F401  (keeps brax/JAX chatter off the console)
+from experiments._cli import fail, own_flags_parser
 from mbmpo_jax.envs.tasks import TASKS
 
 # A FlagValues of its own: the CLIs can be imported together (tests) without clashing flags.
@@ -110,11 +110,6 @@ _POSITIVE = (
     "num_minibatches", "unroll_length", "num_updates_per_batch", "learning_rate",
     "reward_scaling",
 )  # fmt: skip
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    print(f"error: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 def ppo_config(env: str, overrides: dict) -> dict:
@@ -197,31 +192,18 @@ def train(env_name: str, cfg: dict, seed: int, run_dir: str, deterministic_eval:
     return last
 
 
-def _parse(argv: list[str]) -> list[str]:
-    """This CLI's flags (one-line error + exit 2 if bad); absl's own FLAGS get none."""
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + _FLAGS.get_help(include_special_flags=False))
-        sys.exit(0)
-    try:
-        rest = _FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
-    flags.FLAGS(argv[:1])
-    return rest
-
-
 def main(argv):
     # brax logs every evaluation's metrics at INFO; our progress line replaces them.
     logging.set_verbosity(logging.WARNING)
     extra = argv[1:]
     if extra:
-        _fail(f"unexpected argument {extra[0]!r}")
+        fail(f"unexpected argument {extra[0]!r}")
     if _ALGO.value != "ppo":
-        _fail(f"unknown algo {_ALGO.value!r}; valid algos: ppo")
+        fail(f"unknown algo {_ALGO.value!r}; valid algos: ppo")
     try:
         cfg = ppo_config(_ENV.value, {k: f.value for k, f in _OVERRIDES.items()})
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     env_name, seed = _ENV.value, _SEED.value
     if _LOGDIR.value:
         run_dir = _LOGDIR.value
@@ -229,7 +211,7 @@ def main(argv):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = os.path.join("runs", f"{_ALGO.value}-{env_name}-s{seed}-{stamp}")
     if os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
-        _fail(f"{run_dir} exists and is not empty: pass another --logdir")
+        fail(f"{run_dir} exists and is not empty: pass another --logdir")
 
     import jax
 
@@ -248,7 +230,7 @@ def main(argv):
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
     except OSError as e:
-        _fail(f"could not write {run_dir}: {e.strerror or e}")
+        fail(f"could not write {run_dir}: {e.strerror or e}")
     dev = jax.devices()[0]
     print(
         f"baseline | {_ALGO.value} on mjx {env_name} (H={task.horizon}) | device: "
@@ -259,7 +241,7 @@ def main(argv):
     try:
         last = train(env_name, cfg, seed, run_dir, _DETERMINISTIC_EVAL.value, _QUIET.value)
     except (OSError, ValueError) as e:
-        _fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
+        fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
     if last:
         print(
             f"done: return {last['PrePolicy/AverageReturn']:.2f} after "
@@ -270,4 +252,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

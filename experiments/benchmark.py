@@ -24,12 +24,12 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401
+from experiments._cli import fail
 
 _OUT = flags.DEFINE_string("out", None, "write the results as JSON here")
 _ENV = flags.DEFINE_string("env", "halfcheetah", "task whose obs/act sizes and reward are used")
@@ -173,11 +173,9 @@ def main(argv):
     try:
         task = get_task(_ENV.value)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     if _REPEATS.value < 1:
-        print("error: --repeats must be >= 1", file=sys.stderr)
-        sys.exit(2)
+        fail("--repeats must be >= 1")
     cfg = config_lib.get_config(task.name, "smoke" if _QUICK.value else "paper")
     repeats = _REPEATS.value
     k, hidden = cfg.ensemble.num_models, tuple(cfg.ensemble.hidden)

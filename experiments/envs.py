@@ -5,11 +5,10 @@ python -m experiments.envs [--num_envs=20] [--steps=200] [--no_mjx] [--tasks=ant
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
 from experiments import _quiet
+from experiments._cli import fail
 from mbmpo_jax.envs import native
 from mbmpo_jax.envs.tasks import TASKS, get_task
 
@@ -24,11 +23,9 @@ def main(argv):
     try:
         tasks = [get_task(n) for n in _TASKS.value]
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     if _NUM_ENVS.value <= 0 or _STEPS.value <= 0:
-        print("error: --num_envs and --steps must be positive", file=sys.stderr)
-        sys.exit(2)
+        fail("--num_envs and --steps must be positive")
     import jax
 
     print(f"device: {jax.devices()[0]} | {_NUM_ENVS.value} envs x {_STEPS.value} steps")

@@ -30,13 +30,13 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+from experiments._cli import fail, own_flags_parser
 
 # A FlagValues of its own: the CLIs can be imported together (tests) without clashing flags.
 _FLAGS = flags.FlagValues()
@@ -61,11 +61,6 @@ _MAX_LABEL_DIFFS = 4
 
 class PlotError(ValueError):
     """Bad input; the message is one line."""
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    print(f"error: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 @dataclass
@@ -402,32 +397,21 @@ def make_plots(paths: Sequence[str], out: str, metric: str, logx: bool) -> list[
 
 
 # ---------------------------------------------------------------------------- CLI
-def _parse(argv: list[str]) -> list[str]:
-    """This CLI's flags (one-line error + exit 2 if bad); absl's own FLAGS get none."""
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + _FLAGS.get_help(include_special_flags=False))
-        sys.exit(0)
-    try:
-        rest = _FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
-    flags.FLAGS(argv[:1])
-    return rest
 
 
 def main(argv):
     bad = [a for a in argv[1:] if a.startswith("-")]
     if bad:
-        _fail(f"unknown flag {bad[0]}")
+        fail(f"unknown flag {bad[0]}")
     try:
         written = make_plots(argv[1:], _OUT.value, _METRIC.value, _LOGX.value)
     except PlotError as e:
-        _fail(str(e))
+        fail(str(e))
     except OSError as e:
-        _fail(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+        fail(f"{type(e).__name__}: {str(e).splitlines()[0]}")
     for p in written:
         print(f"wrote {p}")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

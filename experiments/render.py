@@ -28,6 +28,7 @@ import warnings
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+from experiments._cli import fail, own_flags_parser
 
 # A FlagValues of its own: the CLIs can be imported together (tests) without clashing flags.
 _FLAGS = flags.FlagValues()
@@ -57,11 +58,6 @@ GL_HELP = (
 
 class GLUnavailable(RuntimeError):
     """No OpenGL context for offscreen rendering; the message is one line."""
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    print(f"error: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 def _first_line(e: BaseException, limit: int = 160) -> str:
@@ -211,11 +207,11 @@ def _checkpoint_step(run_dir: str, wanted: str) -> int:
         else []
     )
     if not steps:
-        _fail(f"{run_dir} has no checkpoints (checkpoints/<step>/)")
+        fail(f"{run_dir} has no checkpoints (checkpoints/<step>/)")
     if wanted == "latest":
         return steps[-1]
     if not wanted.isdigit() or int(wanted) not in steps:
-        _fail(f"--checkpoint={wanted}: not a checkpoint of {run_dir}; have {steps} or 'latest'")
+        fail(f"--checkpoint={wanted}: not a checkpoint of {run_dir}; have {steps} or 'latest'")
     return int(wanted)
 
 
@@ -224,46 +220,33 @@ def _load_config(run_dir: str):
 
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        _fail(f"{run_dir} has no config.json (not a run directory?)")
+        fail(f"{run_dir} has no config.json (not a run directory?)")
     try:
         with open(path) as f:
             return config_lib.from_json(f.read())
     except (OSError, ValueError, KeyError) as e:
-        _fail(f"{path} is not an MB-MPO run's config ({_first_line(e)})")
-
-
-def _parse(argv: list[str]) -> list[str]:
-    """This CLI's flags (one-line error + exit 2 if bad); absl's own FLAGS get none."""
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + _FLAGS.get_help(include_special_flags=False))
-        sys.exit(0)
-    try:
-        rest = _FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
-    flags.FLAGS(argv[:1])
-    return rest
+        fail(f"{path} is not an MB-MPO run's config ({_first_line(e)})")
 
 
 def main(argv):
     if len(argv) != 2:
-        _fail("usage: python -m experiments.render RUN_DIR [--out=FILE.gif] [--steps=200] ...")
+        fail("usage: python -m experiments.render RUN_DIR [--out=FILE.gif] [--steps=200] ...")
     run_dir = argv[1]
     if run_dir.startswith("-"):
-        _fail(f"unknown flag {run_dir}")
+        fail(f"unknown flag {run_dir}")
     if not os.path.isdir(run_dir):
-        _fail(f"{run_dir}: no such directory")
+        fail(f"{run_dir}: no such directory")
     for name, v in (("steps", _STEPS.value), ("width", _WIDTH.value), ("height", _HEIGHT.value)):
         if v <= 0:
-            _fail(f"--{name} must be positive, got {v}")
+            fail(f"--{name} must be positive, got {v}")
     if not _FPS.value > 0:
-        _fail(f"--fps must be positive, got {_FPS.value}")
+        fail(f"--fps must be positive, got {_FPS.value}")
     cfg = _load_config(run_dir)
     step = _checkpoint_step(run_dir, _CHECKPOINT.value)
     out = _OUT.value or os.path.join(run_dir, f"rollout-{step}.gif")
     out_parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_parent):
-        _fail(f"--out={out}: directory {out_parent} does not exist")
+        fail(f"--out={out}: directory {out_parent} does not exist")
 
     # Rendering is checked before the checkpoint is read: without GL nothing else is worth
     # computing. mujoco picks its GL backend when first imported, so nothing may import it
@@ -275,7 +258,7 @@ def main(argv):
         task = get_task(cfg.env, horizon=_STEPS.value)
         renderer = make_renderer(task.model, _WIDTH.value, _HEIGHT.value)
     except GLUnavailable as e:
-        _fail(str(e), code=1)
+        fail(str(e), code=1)
 
     import jax
 
@@ -287,7 +270,7 @@ def main(argv):
         state = Checkpointer(run_dir).restore(step, trainer.empty_state(jax.random.PRNGKey(0)))
     except CheckpointError as e:
         renderer.close()
-        _fail(str(e))
+        fail(str(e))
     every = frame_every(task.dt, _FPS.value)
     try:
         frames, length, ret = render_episode(
@@ -300,15 +283,15 @@ def main(argv):
             _SEED.value,
         )
     except GLUnavailable as e:
-        _fail(str(e), code=1)
+        fail(str(e), code=1)
     except (ValueError, FloatingPointError) as e:  # e.g. a NaN policy's action
-        _fail(f"the rollout failed: {_first_line(e)}", code=1)
+        fail(f"the rollout failed: {_first_line(e)}", code=1)
     finally:
         renderer.close()
     try:
         write_gif(frames, out, every * task.dt * 1000.0)
     except OSError as e:
-        _fail(f"could not write {out}: {e.strerror or e}", code=1)
+        fail(f"could not write {out}: {e.strerror or e}", code=1)
     print(
         f"{cfg.env}, checkpoint {step} (iteration {int(state.iteration)}, "
         f"{int(state.n_timesteps):,} real steps): episode of {length} steps, return {ret:.1f}"
@@ -317,4 +300,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

@@ -22,6 +22,7 @@ import time
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401  (keeps brax/JAX chatter off the console)
+from experiments._cli import fail
 from mbmpo_jax import config as config_lib
 
 _ENV = flags.DEFINE_string("env", "halfcheetah", "task name")
@@ -41,11 +42,6 @@ _FAULT = os.environ.get("MBMPO_FAULT_INJECT", "")
 _STOP = {"requested": False}
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    print(f"error: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
 def _parse(argv: list[str]) -> list[str]:
     """absl parsing, with --config.* taken out first and errors as one line + exit 2."""
     rest = [argv[0]]
@@ -57,7 +53,7 @@ def _parse(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(rest)
     except flags.Error as e:
-        _fail(str(e).splitlines()[0])
+        fail(str(e).splitlines()[0])
     return []
 
 
@@ -68,9 +64,9 @@ def _build_config():
         cfg.seed = _SEED.value
         config_lib.validate(cfg)
     except config_lib.ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     if _NUM_SEEDS.value < 1:
-        _fail(f"--num_seeds must be >= 1, got {_NUM_SEEDS.value}")
+        fail(f"--num_seeds must be >= 1, got {_NUM_SEEDS.value}")
     return cfg
 
 
@@ -78,12 +74,12 @@ def _resume_config(run_dir: str, requested):
     """The stored config of `run_dir`; errors if the flags given on this command differ."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        _fail(f"--resume: {run_dir} has no config.json (not a run directory?)")
+        fail(f"--resume: {run_dir} has no config.json (not a run directory?)")
     try:
         with open(path) as f:
             stored = config_lib.from_json(f.read())
     except (ValueError, KeyError) as e:
-        _fail(f"--resume: {path} is unreadable or incompatible: {e}")
+        fail(f"--resume: {path} is unreadable or incompatible: {e}")
     explicit = _OVERRIDES + [
         name
         for name, flag in (("env", _ENV), ("preset", _PRESET), ("seed", _SEED))
@@ -100,7 +96,7 @@ def _resume_config(run_dir: str, requested):
         if node_s != node_r:
             diffs.append(f"{field}: run has {node_s!r}, command asks {node_r!r}")
     if diffs:
-        _fail(f"--resume: the command's config differs from {path}: " + "; ".join(diffs))
+        fail(f"--resume: the command's config differs from {path}: " + "; ".join(diffs))
     return stored
 
 
@@ -224,10 +220,10 @@ def run_one(cfg, run_dir: str, resume: bool) -> None:
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
     cfg = _build_config()
     if _RESUME.value and not _LOGDIR.value:
-        _fail("--resume needs --logdir=RUN_DIR")
+        fail("--resume needs --logdir=RUN_DIR")
     if _LOGDIR.value:
         base = _LOGDIR.value
     else:
@@ -243,7 +239,7 @@ def main(argv):
     else:
         for d in run_dirs:
             if os.path.exists(d) and os.listdir(d):
-                _fail(
+                fail(
                     f"{d} exists and is not empty: "
                     "pass --resume to continue it, or another --logdir"
                 )
@@ -280,7 +276,7 @@ def main(argv):
         try:
             run_one(c, d, _RESUME.value)
         except (CheckpointError, NonFiniteError, OSError, ValueError) as e:
-            _fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
+            fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""What the CLIs share: one-line errors with exit code 2, and a parser for a CLI's own flags."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from absl import flags
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
+    """Prints `error: msg` as one line on stderr and exits (2: bad input)."""
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def own_flags_parser(
+    flag_values: flags.FlagValues, doc: str | None
+) -> Callable[[list[str]], list[str]]:
+    """An `app.run(flags_parser=...)` for a CLI that keeps its flags in `flag_values`.
+
+    Several CLIs can then be imported in one process (tests) without clashing flag names.
+    Bad flags give a one-line error and exit 2; `--help` prints `doc` and the flags.
+    """
+
+    def parse(argv: list[str]) -> list[str]:
+        if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+            text = flag_values.get_help(include_special_flags=False)
+            print((doc or "").strip() + "\n\nflags:\n" + text)
+            sys.exit(0)
+        try:
+            rest = flag_values(argv)
+        except flags.Error as e:
+            fail(str(e).splitlines()[0])
+        flags.FLAGS(argv[:1])  # absl's own flags stay at their defaults
+        return rest
+
+    return parse
