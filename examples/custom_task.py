@@ -33,16 +33,13 @@ def run(preset: str = "cpu", iterations: int = 10, overrides=(), seed: int = 0, 
     config.apply_overrides(cfg, [f"num_iterations={iterations}", *overrides])
     config.validate(cfg)
     trainer = mbmpo.Trainer(cfg, task=make_task(cfg.horizon))
-    state = trainer.init(jax.random.PRNGKey(seed))
-    history = []
-    for _ in range(cfg.num_iterations):
-        state, metrics = trainer.iteration(state)
-        history.append(metrics)
-        log(
-            f"it {int(metrics['iteration'])}: steps {int(metrics['n_timesteps'])}, "
-            f"backward return {metrics['PrePolicy/AverageReturn']:.1f}"
-        )
-    return state, history
+    return trainer.train(
+        jax.random.PRNGKey(seed),
+        callback=lambda state, m: log(
+            f"it {int(m['iteration'])}: steps {int(m['n_timesteps'])}, "
+            f"backward return {m['PrePolicy/AverageReturn']:.1f}"
+        ),
+    )
 
 
 def main() -> None:

@@ -22,16 +22,14 @@ def run(preset: str = "paper", iterations: int = 100, overrides=(), seed: int = 
     config.apply_overrides(cfg, [*LONG_HORIZON, f"num_iterations={iterations}", *overrides])
     config.validate(cfg)
     trainer = mbmpo.Trainer(cfg)
-    state = trainer.init(jax.random.PRNGKey(seed))
-    history = []
-    for _ in range(cfg.num_iterations):
-        state, metrics = trainer.iteration(state)
-        history.append(metrics)
-        log(
-            f"it {int(metrics['iteration'])}: steps {int(metrics['n_timesteps'])}, "
-            f"return (H={cfg.horizon}) {metrics['PrePolicy/AverageReturn']:.1f}, "
-            f"imagined (H={cfg.meta.horizon}) {metrics['Meta/ImaginedPreReturn']:.1f}"
-        )
+    state, history = trainer.train(
+        jax.random.PRNGKey(seed),
+        callback=lambda state, m: log(
+            f"it {int(m['iteration'])}: steps {int(m['n_timesteps'])}, "
+            f"return (H={cfg.horizon}) {m['PrePolicy/AverageReturn']:.1f}, "
+            f"imagined (H={cfg.meta.horizon}) {m['Meta/ImaginedPreReturn']:.1f}"
+        ),
+    )
     return trainer, state, history
 
 

@@ -67,11 +67,7 @@ def run(
             trainer = mbmpo.Trainer(
                 cfg, dynamics_fn=biased_step, models_fn=make_models_fn(low, high)
             )
-            state = trainer.init(jax.random.PRNGKey(seed))
-            history = []
-            for _ in range(cfg.num_iterations):
-                state, metrics = trainer.iteration(state)
-                history.append(metrics)
+            _, history = trainer.train(jax.random.PRNGKey(seed))
             name = "MB-MPO" if alpha > 0 else "ME-TRPO"
             last = history[-1]
             log(

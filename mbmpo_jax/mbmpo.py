@@ -43,7 +43,15 @@ from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.envs import native
 from mbmpo_jax.envs.tasks import TaskSpec, get_task
 
-__all__ = ["NonFiniteError", "TrainState", "Trainer", "ensemble_config", "meta_config"]
+__all__ = [
+    "NonFiniteError",
+    "TrainState",
+    "Trainer",
+    "act_per_env",
+    "act_shared",
+    "ensemble_config",
+    "meta_config",
+]
 
 
 class NonFiniteError(FloatingPointError):
@@ -118,13 +126,13 @@ def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
 
 # The real executor's jitted step is keyed on these functions: module-level, so that every
 # Trainer shares one compiled policy call per task.
-def _act_shared(params, key, obs):
+def act_shared(params, key, obs):
     """One policy for every env: `obs [N, O] -> act [N, A]` (unclipped Gaussian sample)."""
     mean, log_std = policy_lib.apply(params, obs)
     return policy_lib.sample(key, mean, log_std)
 
 
-def _act_per_env(params_t, key, obs):
+def act_per_env(params_t, key, obs):
     """Env i runs policy i of the [T]-stacked params: `obs [T, O] -> act [T, A]`."""
     keys = jax.random.split(key, obs.shape[0])
 
@@ -247,6 +255,28 @@ class Trainer:
         buf = buffer_lib.add_prefix(buf, pad(obs), pad(act), pad(next_obs), np.int32(n))
         return buf, n
 
+    def train(
+        self,
+        key: jax.Array,
+        num_iterations: int | None = None,
+        callback: Callable[[TrainState, dict[str, float]], None] | None = None,
+    ) -> tuple[TrainState, list[dict[str, float]]]:
+        """`init` then `num_iterations` (default the config's) iterations, in memory.
+
+        `callback(state, metrics)` runs after every iteration (logging, early exit by
+        raising). Returns the final state and the metrics of every iteration. The CLI
+        (`experiments/run.py`) adds checkpoints, resume and the run directory around
+        the same two calls.
+        """
+        state = self.init(key)
+        history = []
+        for _ in range(self.cfg.num_iterations if num_iterations is None else num_iterations):
+            state, metrics = self.iteration(state)
+            history.append(metrics)
+            if callback is not None:
+                callback(state, metrics)
+        return state, history
+
     # ------------------------------------------------------------------ iteration
     def iteration(
         self, state: TrainState, on_phase: Callable[[str], None] | None = None
@@ -287,13 +317,13 @@ class Trainer:
         on_phase("meta")
 
         start = time.perf_counter()
-        batch = native.rollout(self.collect_env, _act_per_env, post_params, k_collect)
+        batch = native.rollout(self.collect_env, act_per_env, post_params, k_collect)
         buf, n_new = self._add(state.buffer, batch)
         times["collect"] = time.perf_counter() - start
         on_phase("collect")
 
         start = time.perf_counter()
-        evaluation = native.rollout(self.eval_env, _act_shared, meta.params, k_eval)
+        evaluation = native.rollout(self.eval_env, act_shared, meta.params, k_eval)
         std, err, pred_finite = jax.device_get(
             _model_diagnostics(
                 ens,

@@ -129,6 +129,8 @@ PUBLIC = {
         "NonFiniteError",
         "TrainState",
         "Trainer",
+        "act_per_env",
+        "act_shared",
         "ensemble_config",
         "meta_config",
     ],

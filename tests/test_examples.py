@@ -85,3 +85,21 @@ def test_ensemble_compounding_error_curve():
     assert mse[-5:].mean() > 3 * mse[0]
     # The model learned something: one step ahead it beats predicting no change.
     assert mse[0] < 0.5 * r["mse_persistence"][0]
+
+
+def test_workspace_api_snippet_runs():
+    """The end-to-end snippet of WORKSPACE.md's "API in five minutes" runs as written."""
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "WORKSPACE.md")).read()
+    section = text.split("## API in five minutes", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "WORKSPACE.md", "exec"), namespace)
+    assert namespace["diags"].pre_return.shape == (3, 4)  # [meta steps, T]
+    assert namespace["batch"].returns.shape == (4,)  # one real episode per adapted policy
+    # The buffer holds the warm-up data and, after it, the tailored-exploration data.
+    assert int(namespace["buf"].count) > namespace["batch"].num_steps > 0
+    assert namespace["fit_info"].epochs.shape == (2,)  # K models
