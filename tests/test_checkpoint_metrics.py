@@ -1,0 +1,79 @@
+"""Checkpoints and metrics: round trips, keep-N, mismatches, and disk errors."""
+
+import errno
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mbmpo_jax import checkpoint, metrics
+
+
+def _state(n=3):
+    return {"w": jnp.arange(n * 2, dtype=jnp.float32).reshape(n, 2), "step": jnp.int32(7)}
+
+
+def test_checkpoint_round_trip_and_keep_last_n(tmp_path):
+    ck = checkpoint.Checkpointer(str(tmp_path), keep=2)
+    for step in range(4):
+        ck.save(step, {"w": _state()["w"] + step, "step": jnp.int32(step)})
+    assert ck.all_steps() == [2, 3] and ck.latest_step() == 3
+    restored = ck.restore(3, _state())
+    np.testing.assert_array_equal(restored["w"], np.asarray(_state()["w"]) + 3)
+    assert int(restored["step"]) == 3
+
+
+def test_checkpoint_of_another_config_names_the_mismatch(tmp_path):
+    ck = checkpoint.Checkpointer(str(tmp_path))
+    ck.save(0, _state(3))
+    with pytest.raises(checkpoint.CheckpointError, match=r"\['w'\] has shape \(3, 2\).*\(5, 2\)"):
+        ck.restore(0, _state(5))
+
+
+def test_checkpoint_disk_error_is_one_line_and_keeps_earlier(tmp_path, monkeypatch):
+    ck = checkpoint.Checkpointer(str(tmp_path))
+    ck.save(0, _state())
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck._manager, "save", full_disk)
+    with pytest.raises(checkpoint.CheckpointError, match="could not write checkpoint 1") as e:
+        ck.save(1, _state())
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert ck.latest_step() == 0
+    np.testing.assert_array_equal(ck.restore(0, _state())["w"], np.asarray(_state()["w"]))
+
+
+def test_metrics_rows_truncate_and_reload(tmp_path):
+    w = metrics.MetricsWriter(str(tmp_path), tensorboard=False)
+    for it in (1, 2, 3):
+        w.write({"iteration": it, "n_timesteps": 100 * it, "x": it / 2})
+    w.write({"iteration": 2, "n_timesteps": 200, "x": 9.0})  # a re-run replaces, not duplicates
+    w.truncate(2)  # resume from the checkpoint of iteration 2
+    rows = metrics.read_metrics(os.path.join(tmp_path, "metrics.csv"))
+    assert [r["iteration"] for r in rows] == [1.0, 2.0]
+    assert rows[1]["x"] == 9.0
+    again = metrics.MetricsWriter(str(tmp_path), tensorboard=False)
+    assert [r["iteration"] for r in again.rows] == [1.0, 2.0]
+    with pytest.raises(ValueError, match="iteration"):
+        again.write({"n_timesteps": 1})
+
+
+def test_metrics_disk_error_keeps_the_previous_file(tmp_path, monkeypatch):
+    w = metrics.MetricsWriter(str(tmp_path), tensorboard=False)
+    w.write({"iteration": 1, "n_timesteps": 10})
+    path = os.path.join(tmp_path, "metrics.csv")
+    before = open(path).read()
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="could not write .*metrics.csv: No space left") as e:
+        w.write({"iteration": 2, "n_timesteps": 20})
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert open(path).read() == before  # the earlier rows are intact
