@@ -1,8 +1,4 @@
-"""The run CLI end to end, in subprocesses: smoke run, bad input, SIGKILL + resume.
-
-Subprocesses share a persistent XLA compilation cache (a temporary directory), so only the
-first run pays for compilation.
-"""
+"""The run CLI end to end, in subprocesses: smoke run, bad input, SIGKILL + resume."""
 
 import csv
 import math
@@ -20,15 +16,11 @@ NONDETERMINISTIC = ("Time/", "Meta/ModelStepsPerSec")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = dict(os.environ)
-    e.update(
-        JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("xla_cache")),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONUNBUFFERED="1",
-    )
-    return e
+def env():
+    # No persistent XLA compilation cache here: with jaxlib 0.9.2 on the CPU, loading a
+    # cached executable written by an earlier (killed) process deadlocked in
+    # DeserializeExecutable. Instead each compiling run below serves several checks.
+    return dict(os.environ, PYTHONUNBUFFERED="1")
 
 
 def run_cli(args, env, **kw):
@@ -78,35 +70,43 @@ def test_bad_input_one_line_exit_2(args, message, env):
     assert "Traceback" not in r.stderr + r.stdout
 
 
-def test_smoke_run_writes_run_dir(tmp_path, env):
-    run_dir = str(tmp_path / "ant")
-    r = run_cli(["--env=ant", "--preset=smoke", f"--logdir={run_dir}"], env)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, env):
+    """One uninterrupted smoke run (3 iterations), shared by the tests below."""
+    run_dir = str(tmp_path_factory.mktemp("runs") / "a")
+    r = run_cli([*SMOKE, f"--logdir={run_dir}"], env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "device: CPU" in r.stdout and "it   2/2" in r.stdout and "ETA" in r.stdout
+    return run_dir, r
+
+
+def test_smoke_run_writes_run_dir(uninterrupted, env):
+    run_dir, r = uninterrupted
+    assert "device: CPU" in r.stdout and "it   3/3" in r.stdout and "ETA" in r.stdout
     assert "warp" not in (r.stdout + r.stderr).lower()
     assert r.stderr.strip() == "", r.stderr[-2000:]  # no warning spam
     for name in ("config.json", "metrics.csv", "tb", "checkpoints"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run_dir, "tb")))
     rows = read_rows(run_dir)
-    assert [int(float(r["iteration"])) for r in rows] == [1, 2]
+    assert [int(float(r["iteration"])) for r in rows] == [1, 2, 3]
+    keys = (
+        "n_timesteps",
+        "PrePolicy/AverageReturn",
+        "PostPolicy/AverageReturn",
+        "Model/ValidLoss",
+        "Model/EnsembleStd",
+        "Meta/KLPrePost",
+        "Meta/ImaginedPreReturn",
+        "Time/Meta",
+        "Meta/ModelStepsPerSec",
+    )
     for row in rows:
-        for key in (
-            "n_timesteps",
-            "PrePolicy/AverageReturn",
-            "PostPolicy/AverageReturn",
-            "Model/ValidLoss",
-            "Model/EnsembleStd",
-            "Meta/KLPrePost",
-            "Meta/ImaginedPreReturn",
-            "Time/Meta",
-            "Meta/ModelStepsPerSec",
-        ):
+        for key in keys:
             assert math.isfinite(float(row[key])), key
 
     # An existing run directory is refused without --resume and left untouched.
     before = open(os.path.join(run_dir, "metrics.csv")).read()
-    r = run_cli(["--env=ant", "--preset=smoke", f"--logdir={run_dir}"], env)
+    r = run_cli([*SMOKE, f"--logdir={run_dir}"], env)
     assert r.returncode == 2 and "pass --resume" in r.stderr
     assert open(os.path.join(run_dir, "metrics.csv")).read() == before
 
@@ -130,22 +130,20 @@ def _final_arrays(run_dir):
     return int(state.iteration), [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env):
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    r = run_cli([*SMOKE, f"--logdir={a}"], env)
-    assert r.returncode == 0, r.stderr[-3000:]
-
-    # Run b is killed with SIGKILL in the middle of iteration 2 (after its meta phase, before
-    # its real data is collected), through the CLI's fault-injection hook.
-    r = run_cli([*SMOKE, f"--logdir={b}"], dict(env, MBMPO_FAULT_INJECT="sigkill:2:meta"))
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env, uninterrupted):
+    a, _ = uninterrupted
+    b = str(tmp_path / "b")
+    # Run b (2 iterations) is killed with SIGKILL in the middle of iteration 2 (after its
+    # meta phase, before its real data is collected), through the CLI's fault hook.
+    killed = [*SMOKE[:-1], "--config.num_iterations=2", f"--logdir={b}"]
+    r = run_cli(killed, dict(env, MBMPO_FAULT_INJECT="sigkill:2:meta"))
     assert r.returncode == -signal.SIGKILL
     assert len(read_rows(b)) == 1
 
-    r = run_cli([f"--logdir={b}", "--resume", "--config.num_iterations=2"], env)
+    # Resumed, and extended to 3 iterations (num_iterations may change on resume).
+    r = run_cli([f"--logdir={b}", "--resume", "--config.num_iterations=3"], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed at iteration 1" in r.stdout
-    r = run_cli([f"--logdir={b}", "--resume", "--config.num_iterations=3"], env)  # extend it
-    assert r.returncode == 0 and "resumed at iteration 2" in r.stdout, r.stderr[-3000:]
     rows_a, rows_b = read_rows(a), read_rows(b)
     assert [row["iteration"] for row in rows_b] == ["1.0", "2.0", "3.0"]  # none lost or doubled
     assert stable(rows_a) == stable(rows_b)
@@ -170,12 +168,9 @@ def test_sigint_stops_safely_and_says_how_to_resume(tmp_path, env):
     deadline = time.time() + 300
     while not os.path.isdir(ck0) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    proc.send_signal(signal.SIGINT)  # during iteration 1 (it compiles for many seconds)
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
-    assert "--resume" in err and "Traceback" not in err
-    rows = read_rows(run_dir)
-    assert len(rows) >= 1
-    r = run_cli([f"--logdir={run_dir}", "--resume"], env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert len(read_rows(run_dir)) == 3
+    assert f"--logdir={run_dir} --resume" in err and "Traceback" not in err
+    assert [row["iteration"] for row in read_rows(run_dir)] == ["1.0"]
+    assert os.path.isdir(os.path.join(run_dir, "checkpoints", "1"))  # written before stopping
