@@ -62,6 +62,8 @@ def init(capacity: int, obs_dim: int, act_dim: int) -> Buffer:
     """An empty buffer with zero-filled ``[capacity, ...]`` float32 arrays.
 
     ``capacity`` is static (it sets array shapes); ``DEFAULT_CAPACITY`` is the paper's.
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     if capacity < 1:
         raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
@@ -158,7 +160,10 @@ def size(buf: Buffer) -> jax.Array:
 
 
 def valid_mask(buf: Buffer) -> jax.Array:
-    """``[C]`` bool, True on rows holding data (always the first ``count`` rows)."""
+    """``[C]`` bool, True on rows holding data (always the first ``count`` rows).
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
+    """
     return jnp.arange(buf.capacity) < buf.count
 
 

@@ -80,7 +80,10 @@ def _paper(env: str) -> ml_collections.ConfigDict:
 
 
 def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collections.ConfigDict:
-    """The configuration of `preset` for task `env` (ConfigError if either is unknown)."""
+    """The configuration of `preset` for task `env` (ConfigError if either is unknown).
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     if env not in TASKS:
         raise ConfigError(f"unknown env {env!r}; valid: {', '.join(TASKS)}")
     if preset not in PRESETS:
@@ -144,7 +147,10 @@ def _parse_value(text: str, current: Any, path: str) -> Any:
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> None:
-    """Applies `["a.b=value", ...]` in place, typed like the current value."""
+    """Applies `["a.b=value", ...]` in place, typed like the current value.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--config.{item}: expected --config.FIELD=VALUE")
@@ -161,7 +167,10 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> Non
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError (one line) on the first bad value."""
+    """Raises ConfigError (one line) on the first bad value.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
 
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -233,7 +242,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:
-    """The config as stable, sorted JSON (tuples become lists)."""
+    """The config as stable, sorted JSON (tuples become lists).
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
 
 

@@ -184,6 +184,8 @@ def mlp_init(
     a second of XLA compile time on CPU, so one call per layer per model adds up.
     With weight norm the weight is ``g * v / ||v||`` per output unit, ``g`` started at
     ``||v||`` so the initial function equals the plain network's.
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
     u = jax.random.uniform(key, (num_models, sum(i * o for i, o in shapes)), jnp.float32, -1, 1)
@@ -201,7 +203,10 @@ def mlp_init(
 
 
 def effective_weight(layer: dict[str, jax.Array]) -> jax.Array:
-    """``w [.., I, O]`` of a plain or weight-normalised layer (norm over the input axis)."""
+    """``w [.., I, O]`` of a plain or weight-normalised layer (norm over the input axis).
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     if "w" in layer:
         return layer["w"]
     v = layer["v"]
@@ -209,7 +214,10 @@ def effective_weight(layer: dict[str, jax.Array]) -> jax.Array:
 
 
 def mlp_apply(layers: Layers, x: jax.Array, activation: str = "relu") -> jax.Array:
-    """``x [..., I] -> [..., O]``; hidden layers use ``activation``, the output is linear."""
+    """``x [..., I] -> [..., O]``; hidden layers use ``activation``, the output is linear.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     act_fn = ACTIVATIONS[activation]
     for i, layer in enumerate(layers):
         x = x @ effective_weight(layer) + layer["b"]
@@ -277,6 +285,8 @@ def model_params(state: EnsembleState) -> Model:
 
     Weight norm is folded into plain weights and the shared normaliser is broadcast to
     ``[K, D]``, so ``tree.map(lambda x: x[idx], models)`` gathers one model per task.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
     """
     k = state.cfg.num_models
     layers = tuple({"w": effective_weight(layer), "b": layer["b"]} for layer in state.params)
@@ -301,18 +311,27 @@ def model_step(model_k: Model, obs: jax.Array, act: jax.Array) -> jax.Array:
 
 
 def predict(state: EnsembleState, obs: jax.Array, act: jax.Array) -> jax.Array:
-    """All K models' next observations for the same inputs: ``[B, O], [B, A] -> [K, B, O]``."""
+    """All K models' next observations for the same inputs: ``[B, O], [B, A] -> [K, B, O]``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     return jax.vmap(model_step, in_axes=(0, None, None))(model_params(state), obs, act)
 
 
 def ensemble_mean(state: EnsembleState, obs: jax.Array, act: jax.Array) -> jax.Array:
-    """Mean over models of the predicted next observation, ``[B, O]``."""
+    """Mean over models of the predicted next observation, ``[B, O]``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     return predict(state, obs, act).mean(axis=0)
 
 
 def ensemble_std(state: EnsembleState, obs: jax.Array, act: jax.Array) -> jax.Array:
     """Std over models (ddof 0, as the original) of the predicted next observation,
-    ``[B, O]``: the model-disagreement signal the paper correlates with adaptation."""
+    ``[B, O]``: the model-disagreement signal the paper correlates with adaptation.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     return predict(state, obs, act).std(axis=0)
 
 
@@ -320,7 +339,10 @@ def ensemble_std(state: EnsembleState, obs: jax.Array, act: jax.Array) -> jax.Ar
 
 
 def split_sizes(count: jax.Array, valid_split: float) -> tuple[jax.Array, jax.Array]:
-    """``(n_valid, n_train)`` int32 for ``count`` valid rows; both >= 1 when count >= 2."""
+    """``(n_valid, n_train)`` int32 for ``count`` valid rows; both >= 1 when count >= 2.
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
+    """
     count = jnp.asarray(count, jnp.int32)
     n_val = jnp.floor(count.astype(jnp.float32) * valid_split).astype(jnp.int32)
     n_val = jnp.clip(n_val, 1, jnp.maximum(count - 1, 1))
@@ -333,6 +355,8 @@ def split_permutation(key: jax.Array, count: jax.Array, capacity: int) -> jax.Ar
     Positions ``[0, n_valid)`` are the model's validation rows, ``[n_valid, count)`` its
     training rows. Sorting random keys with invalid rows keyed past 1 keeps the shape
     fixed whatever ``count`` is.
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     u = jax.random.uniform(key, (capacity,))
     u = jnp.where(jnp.arange(capacity) < count, u, 2.0)
@@ -356,6 +380,8 @@ def epoch_train_rows(
     100k-element sort per model per epoch even when only 5k rows hold data (about 10% of
     such an epoch on CPU), so the sort runs over the shortest of a few static prefix
     lengths that covers ``count``, picked by ``lax.switch``: still one compilation.
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     capacity = perm.shape[0]
     u = jax.random.uniform(key, (capacity,))

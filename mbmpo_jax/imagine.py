@@ -50,7 +50,10 @@ class Rollouts(NamedTuple):
 
 
 def task_to_model(num_tasks: int, num_models: int) -> np.ndarray:
-    """Model index of each task, ``[T]`` int: contiguous blocks of ``T // K`` tasks."""
+    """Model index of each task, ``[T]`` int: contiguous blocks of ``T // K`` tasks.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     if num_models <= 0 or num_tasks % num_models != 0:
         raise ValueError(
             f"meta_batch_size {num_tasks} must be a positive multiple of the number of "
@@ -60,7 +63,10 @@ def task_to_model(num_tasks: int, num_models: int) -> np.ndarray:
 
 
 def num_models_of(models: Any) -> int:
-    """``K``: the leading axis shared by every leaf of ``models``."""
+    """``K``: the leading axis shared by every leaf of ``models``.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     sizes = {x.shape[0] for x in jax.tree.leaves(models)}
     if len(sizes) != 1:
         raise ValueError(f"model leaves disagree on the leading [K] axis: {sizes}")
@@ -157,5 +163,8 @@ def imagine(
 
 
 def undiscounted_return(rollouts: Rollouts) -> jax.Array:
-    """Mean undiscounted return per task, ``[T]``."""
+    """Mean undiscounted return per task, ``[T]``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     return jnp.mean(jnp.sum(rollouts.rew, axis=-1), axis=-1)

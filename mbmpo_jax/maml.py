@@ -178,7 +178,10 @@ class MetaDiagnostics(NamedTuple):
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean over the last two axes ``[..., R, H] -> [...]`` counting masked entries only."""
+    """Mean over the last two axes ``[..., R, H] -> [...]`` counting masked entries only.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     return jnp.sum(x * mask, axis=(-2, -1)) / jnp.maximum(jnp.sum(mask, axis=(-2, -1)), 1.0)
 
 
@@ -206,6 +209,8 @@ def adapt(theta: Params, pre_batches: tuple[PolicyBatch, ...], inner_lr: float) 
       theta: pre-update params (no leading axis).
       pre_batches: one ``[T, R, H, ...]`` batch per inner step, sampled by the params
         before that step.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
     """
     num_tasks = pre_batches[0].obs.shape[0]
     params = broadcast_tasks(theta, num_tasks)
@@ -215,7 +220,10 @@ def adapt(theta: Params, pre_batches: tuple[PolicyBatch, ...], inner_lr: float) 
 
 
 def lr_surrogate(post_params: Params, post: PolicyBatch) -> jax.Array:
-    """``mean_k mean(pi_new / pi_old * A)`` on the post-update samples (scalar)."""
+    """``mean_k mean(pi_new / pi_old * A)`` on the post-update samples (scalar).
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     mean, log_std = jax.vmap(pol.apply)(post_params, post.obs)
     ratio = jnp.exp(pol.log_prob(mean, log_std, post.act) - post.logp)
     return jnp.mean(masked_mean(ratio * post.adv, post.mask))
@@ -240,6 +248,8 @@ def task_kl(
     Args:
       old_dist: ``(mean, log_std)`` ``[T, R, H, A]`` of the old policies on ``batch.obs``.
       new_params: per-task params ``[T]``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
     """
     mean, log_std = jax.vmap(pol.apply)(new_params, batch.obs)
     return masked_mean(pol.kl(old_dist[0], old_dist[1], mean, log_std), batch.mask)
@@ -327,6 +337,8 @@ def trpo_outer_step(
 
     The constraint is ``mean_k KL(pi_old post_k || pi_new post_k)`` on the post samples,
     where the new post-update params are recomputed from the candidate ``theta``.
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
     old_dist = jax.lax.stop_gradient(jax.vmap(pol.apply)(old_post_params, post.obs))
     # every n-th rollout (axis 1 of [T, R, H, ...]) for the curvature products
@@ -377,6 +389,8 @@ def ppo_outer_step(
     ``mean_k KL(pi_theta_old || pi_theta)`` on the first pre-update batch, a trust
     region on ``theta`` itself whose coefficient adapts towards ``ppo_kl_target``.
     Non-finite results are rejected (old params and optimiser state kept).
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
     pre0 = pre_batches[0]
     num_tasks = pre0.obs.shape[0]
@@ -432,7 +446,10 @@ def ppo_outer_step(
 
 
 def init_meta_state(key: jax.Array, cfg: MetaConfig, obs_dim: int, act_dim: int) -> MetaState:
-    """Fresh policy params (std ``cfg.init_std``) and optimiser state."""
+    """Fresh policy params (std ``cfg.init_std``) and optimiser state.
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
+    """
     key_params, key = jax.random.split(key)
     params = pol.init(key_params, obs_dim, act_dim, cfg.policy_hidden, cfg.init_std)
     opt_state = optax.adam(cfg.ppo_lr).init(params) if cfg.outer == "ppo" else ()

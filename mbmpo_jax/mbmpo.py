@@ -80,7 +80,10 @@ class TrainState:
 
 
 def ensemble_config(cfg: ml_collections.ConfigDict) -> dynamics.EnsembleConfig:
-    """The `dynamics.EnsembleConfig` of a run config's `ensemble` section."""
+    """The `dynamics.EnsembleConfig` of a run config's `ensemble` section.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     e = cfg.ensemble
     return dynamics.EnsembleConfig(
         num_models=e.num_models,
@@ -97,7 +100,10 @@ def ensemble_config(cfg: ml_collections.ConfigDict) -> dynamics.EnsembleConfig:
 
 
 def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
-    """The `maml.MetaConfig` of a run config's `meta` and `policy` sections."""
+    """The `maml.MetaConfig` of a run config's `meta` and `policy` sections.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     m = cfg.meta
     return maml.MetaConfig(
         meta_batch_size=m.meta_batch_size,
@@ -127,13 +133,19 @@ def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
 # The real executor's jitted step is keyed on these functions: module-level, so that every
 # Trainer shares one compiled policy call per task.
 def act_shared(params, key, obs):
-    """One policy for every env: `obs [N, O] -> act [N, A]` (unclipped Gaussian sample)."""
+    """One policy for every env: `obs [N, O] -> act [N, A]` (unclipped Gaussian sample).
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
+    """
     mean, log_std = policy_lib.apply(params, obs)
     return policy_lib.sample(key, mean, log_std)
 
 
 def act_per_env(params_t, key, obs):
-    """Env i runs policy i of the [T]-stacked params: `obs [T, O] -> act [T, A]`."""
+    """Env i runs policy i of the [T]-stacked params: `obs [T, O] -> act [T, A]`.
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
+    """
     keys = jax.random.split(key, obs.shape[0])
 
     def one(p, k, o):

@@ -17,7 +17,10 @@ __all__ = ["MetricsWriter", "read_metrics"]
 
 
 def read_metrics(path: str) -> list[dict[str, float]]:
-    """Rows of a metrics.csv as dicts of floats (empty cells become NaN)."""
+    """Rows of a metrics.csv as dicts of floats (empty cells become NaN).
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in rows]

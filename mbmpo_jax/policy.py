@@ -54,7 +54,10 @@ def init(
     hidden: Sequence[int] = (32, 32),
     init_std: float = 1.0,
 ) -> Params:
-    """Fresh params: Glorot-uniform weights and zero biases (rllab's MLP defaults)."""
+    """Fresh params: Glorot-uniform weights and zero biases (rllab's MLP defaults).
+
+    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
+    """
     sizes = [obs_dim, *hidden, act_dim]
     keys = jax.random.split(key, len(sizes) - 1)
     layers = []
@@ -90,7 +93,10 @@ def apply(params: Params, obs: jax.Array, min_std: float = 1e-6) -> tuple[jax.Ar
 def make_policy(
     obs_dim: int, act_dim: int, hidden: Sequence[int] = (32, 32), init_std: float = 1.0
 ) -> Policy:
-    """The ``(init, apply)`` pair for the given sizes."""
+    """The ``(init, apply)`` pair for the given sizes.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     hidden = tuple(hidden)
     return Policy(
         init=lambda key: init(key, obs_dim, act_dim, hidden, init_std),
@@ -99,12 +105,18 @@ def make_policy(
 
 
 def sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """One unclipped action per row: ``mean + std * eps``, shape of ``mean``."""
+    """One unclipped action per row: ``mean + std * eps``, shape of ``mean``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
 
 
 def log_prob(mean: jax.Array, log_std: jax.Array, act: jax.Array) -> jax.Array:
-    """Diagonal-Gaussian log-density, ``[..., A] -> [...]``."""
+    """Diagonal-Gaussian log-density, ``[..., A] -> [...]``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     z = (act - mean) * jnp.exp(-log_std)
     return (
         -0.5 * jnp.sum(z * z, axis=-1) - jnp.sum(log_std, axis=-1) - 0.5 * mean.shape[-1] * _LOG_2PI
@@ -112,12 +124,18 @@ def log_prob(mean: jax.Array, log_std: jax.Array, act: jax.Array) -> jax.Array:
 
 
 def entropy(log_std: jax.Array) -> jax.Array:
-    """Diagonal-Gaussian entropy, ``[..., A] -> [...]``."""
+    """Diagonal-Gaussian entropy, ``[..., A] -> [...]``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     return jnp.sum(log_std + 0.5 * (_LOG_2PI + 1.0), axis=-1)
 
 
 def kl(mean0: jax.Array, log_std0: jax.Array, mean1: jax.Array, log_std1: jax.Array) -> jax.Array:
-    """``KL(N(mean0, std0) || N(mean1, std1))`` for diagonal Gaussians, ``[..., A] -> [...]``."""
+    """``KL(N(mean0, std0) || N(mean1, std1))`` for diagonal Gaussians, ``[..., A] -> [...]``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     var_ratio = jnp.exp(2.0 * (log_std0 - log_std1))
     dmean = (mean0 - mean1) * jnp.exp(-log_std1)
     return jnp.sum(log_std1 - log_std0 + 0.5 * (var_ratio + dmean * dmean - 1.0), axis=-1)

@@ -44,6 +44,8 @@ def discounted_returns(rew: jax.Array, mask: jax.Array, discount: float) -> jax.
 
     Returns:
       ``[..., H]``, 0 where masked (the mask also cuts the sum at ``done``).
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
     """
     rew = rew * mask
 
@@ -65,6 +67,8 @@ def gae(
     The value after a rollout's last step is 0, as rllab appends 0 to each path's
     baseline (imagined rollouts that hit the horizon are treated as ended too). With
     ``lam = 1`` this is ``returns - values``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
     """
     rew = rew * mask
     values = values * mask
@@ -90,6 +94,8 @@ def linear_features(obs: jax.Array) -> jax.Array:
     Returns:
       ``[..., H, 2 O + 4]``: ``clip(obs, -10, 10)``, its square, ``t, t^2, t^3`` with
       ``t = step / 100``, and 1.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
     """
     o = jnp.clip(obs, -10.0, 10.0)
     horizon = obs.shape[-2]
@@ -117,6 +123,8 @@ def fit_linear_baseline(
 
     Returns:
       ``[F]`` coefficients.
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
     num_features = features.shape[-1]
     sw = jnp.sqrt(weights)[:, None]
@@ -136,7 +144,10 @@ def fit_linear_baseline(
 
 
 def normalize(adv: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """``(adv - mean) / (std + eps)`` over the masked entries of ``[..., R, H]`` (per task)."""
+    """``(adv - mean) / (std + eps)`` over the masked entries of ``[..., R, H]`` (per task).
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     n = jnp.maximum(jnp.sum(mask, axis=(-2, -1), keepdims=True), 1.0)
     mean = jnp.sum(adv * mask, axis=(-2, -1), keepdims=True) / n
     var = jnp.sum(jnp.square(adv - mean) * mask, axis=(-2, -1), keepdims=True) / n

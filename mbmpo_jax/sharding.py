@@ -30,6 +30,8 @@ def task_mesh(num_tasks: int, devices: Sequence[jax.Device] | None = None) -> Me
     Args:
       num_tasks: T, the meta batch size (each device gets T / D tasks).
       devices: default all devices (`jax.devices()`).
+
+    Transforms: host-side Python (not for jit/vmap/grad).
     """
     devices = list(jax.devices() if devices is None else devices)
     d = max(k for k in range(1, len(devices) + 1) if num_tasks % k == 0)

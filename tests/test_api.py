@@ -109,6 +109,7 @@ PUBLIC = {
         "make_policy",
         "sample",
     ],
+    "mbmpo_jax.sharding": ["TASK_AXIS", "shard_tasks", "task_mesh"],
     "mbmpo_jax.returns": [
         "Advantages",
         "compute_advantages",
@@ -166,6 +167,12 @@ def test_public_callables_documented(module):
             continue
         doc = inspect.getdoc(getattr(obj, "__wrapped__", obj)) or ""
         assert len(doc) > 20, f"{module}.{name} needs a docstring"
+        if not inspect.isclass(obj):
+            # Say whether it may be traced: jit/vmap/grad safe, or host-side.
+            low = doc.lower()
+            assert any(w in low for w in ("jit", "vmap", "grad", "host", "pure")), (
+                f"{module}.{name}: say whether it is safe under jit/vmap/grad"
+            )
 
 
 def test_top_level_reexports_are_the_modules_objects():

@@ -50,7 +50,10 @@ def _brax_asset(name: str) -> str:
 
 @functools.cache
 def load_model(xml_path: str):
-    """Loads (and caches) a `mujoco.MjModel` from an XML path."""
+    """Loads (and caches) a `mujoco.MjModel` from an XML path.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     import re
 
     import mujoco
@@ -359,6 +362,8 @@ def get_task(name: str, horizon: int | None = None) -> TaskSpec:
 
     Raises:
       ValueError: unknown name; the message lists the valid ones.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")

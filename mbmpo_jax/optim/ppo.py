@@ -26,7 +26,10 @@ __all__ = [
 def clipped_objective(
     logp_new: jax.Array, logp_old: jax.Array, adv: jax.Array, clip: float
 ) -> jax.Array:
-    """Elementwise ``min(r A, clip(r, 1 - clip, 1 + clip) A)``, ``r = pi_new / pi_old``."""
+    """Elementwise ``min(r A, clip(r, 1 - clip, 1 + clip) A)``, ``r = pi_new / pi_old``.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
     ratio = jnp.exp(logp_new - logp_old)
     return jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * adv)
 
@@ -42,6 +45,8 @@ def adam_steps(
 
     Returns:
       ``(params, opt_state, losses [num_steps])``, losses before each step.
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
 
     def body(carry, _):
@@ -55,6 +60,9 @@ def adam_steps(
 
 
 def adapt_kl_coeff(coeff: jax.Array, kl: jax.Array, target: float) -> jax.Array:
-    """RLlib's rule: halve below ``target / 1.5``, double above ``1.5 target``."""
+    """RLlib's rule: halve below ``target / 1.5``, double above ``1.5 target``.
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
+    """
     coeff = jnp.where(kl < target / 1.5, coeff * 0.5, coeff)
     return jnp.where(kl > 1.5 * target, coeff * 2.0, coeff)

@@ -58,6 +58,8 @@ def conjugate_gradient(
     rllab's ``krylov.cg``: ``iters`` iterations from ``x = 0``, stopping early once the
     squared residual is below ``residual_tol`` (here: later iterations leave ``x``
     unchanged, so the loop has a fixed length).
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
 
     def body(_, carry):
@@ -97,6 +99,8 @@ def backtracking_line_search(
     Returns:
       ``(x, loss, kl, accepted, num_backtracks, saw_nonfinite)``; ``x = x0``,
       ``loss = loss_before`` and ``kl = 0`` when no candidate was accepted.
+
+    Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
 
     def cond(carry):
