@@ -73,7 +73,8 @@ class Checkpointer:
             restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception as e:
             raise CheckpointError(
-                f"checkpoint {step} in {self.directory} does not fit this run's state: "
+                f"checkpoint {step} in {self.directory} could not be restored (corrupt, or "
+                f"written by another configuration): "
                 f"{str(e).splitlines()[0][:300]}"
             ) from None
         got = jax.tree_util.tree_leaves_with_path(restored)

@@ -77,3 +77,15 @@ def test_metrics_disk_error_keeps_the_previous_file(tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
     monkeypatch.undo()
     assert open(path).read() == before  # the earlier rows are intact
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    ck = checkpoint.Checkpointer(str(tmp_path))
+    ck.save(0, _state())
+    for root, _, files in os.walk(os.path.join(ck.directory, "0")):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"\x00garbage\xff" * 3)
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint 0") as e:
+        ck.restore(0, _state())
+    assert "\n" not in str(e.value)
