@@ -1,6 +1,7 @@
 """Imported first by the CLIs: keeps library chatter off the user's console.
 
-JAX logs at INFO that it found no TPU (absl's app.run would show it); brax prints
+JAX logs at INFO that it found no TPU (absl's app.run would show it), MJX that it uses the
+default device; brax prints
 "Failed to import warp" on import (harmless: warp is an optional GPU backend). Use
 `import_brax()` instead of a bare `import brax` in CLIs that need brax.
 """
@@ -15,13 +16,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
-class _DropWarp(logging.Filter):
+class _Quiet(logging.Filter):
+    """Drops the warp message and libraries' INFO chatter (e.g. MJX's "Using JAX default
+    device" on every put_model); our CLIs print their own progress, they do not log."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "warp" not in record.getMessage().lower()
+        return record.levelno >= logging.WARNING and "warp" not in record.getMessage().lower()
 
 
 for _name in ("", "absl", "brax"):
-    logging.getLogger(_name).addFilter(_DropWarp())
+    logging.getLogger(_name).addFilter(_Quiet())
 
 
 def import_brax() -> None:
