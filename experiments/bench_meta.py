@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.bench_ensemble import matmul_flops_per_s
 from mbmpo_jax import imagine as im
 from mbmpo_jax import maml
 from mbmpo_jax import policy as pol
@@ -111,14 +112,6 @@ def _median_time(fn, *args, repeats: int) -> float:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def matmul_flops_per_s(n: int, repeats: int) -> float:
-    """float32 ``[n, n] @ [n, n]`` rate at JAX's default matmul precision."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    t = _median_time(jax.jit(jnp.matmul), a, b, repeats=repeats)
-    return 2.0 * n**3 / t
 
 
 def bench_imagine(sizes: BenchSizes, repeats: int) -> dict:
@@ -224,7 +217,7 @@ def main():
     sizes = QUICK if args.quick else PAPER
     dev = jax.devices()[0]
     result = {"device": f"{dev.platform}:{dev.device_kind}", "sizes": dataclasses.asdict(sizes)}
-    result["matmul_flops_per_s"] = matmul_flops_per_s(sizes.matmul_n, max(args.repeats, 5))
+    result["matmul_flops_per_s"] = matmul_flops_per_s(sizes.matmul_n, repeats=max(args.repeats, 5))
     result.update(bench_imagine(sizes, args.repeats))
     result["fraction_of_matmul_rate"] = result["model_flops_per_s"] / result["matmul_flops_per_s"]
     if not args.skip_meta_step:
