@@ -72,6 +72,7 @@ def _paper(env: str) -> ml_collections.ConfigDict:
     c.meta.cg_damping = 1e-5
     c.meta.backtrack_ratio = 0.8
     c.meta.max_backtracks = 15
+    c.meta.fvp_subsample = 1  # n > 1: every n-th rollout for CG's curvature products
     c.meta.ppo_clip = 0.2
     c.meta.ppo_lr = 1e-3
     c.meta.ppo_epochs = 8
@@ -197,6 +198,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         "meta.max_kl": cfg.meta.max_kl,
         "meta.cg_iters": cfg.meta.cg_iters,
         "meta.max_backtracks": cfg.meta.max_backtracks,
+        "meta.fvp_subsample": cfg.meta.fvp_subsample,
         "meta.ppo_lr": cfg.meta.ppo_lr,
         "meta.ppo_epochs": cfg.meta.ppo_epochs,
     }

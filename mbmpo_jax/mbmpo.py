@@ -123,6 +123,7 @@ def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
         cg_damping=m.cg_damping,
         backtrack_ratio=m.backtrack_ratio,
         max_backtracks=m.max_backtracks,
+        fvp_subsample=m.fvp_subsample,
         ppo_clip=m.ppo_clip,
         ppo_lr=m.ppo_lr,
         ppo_num_steps=m.ppo_epochs,
