@@ -89,11 +89,6 @@ PPO_DEFAULTS: dict[str, dict] = {
         num_minibatches=32, num_updates_per_batch=8, discounting=0.97, entropy_cost=1e-2,
         num_envs=128, batch_size=128, learning_rate=6e-4,
     ),
-    "hopper": dict(
-        num_timesteps=7_864_320, num_evals=20, reward_scaling=5.0, unroll_length=10,
-        num_minibatches=32, num_updates_per_batch=8, discounting=0.97, entropy_cost=1e-2,
-        num_envs=128, batch_size=128, learning_rate=6e-4,
-    ),
     "swimmer": dict(
         num_timesteps=50_000_000, num_evals=20, reward_scaling=1.0, unroll_length=20,
         num_minibatches=32, num_updates_per_batch=8, discounting=0.995, entropy_cost=1e-3,
@@ -105,6 +100,8 @@ PPO_DEFAULTS: dict[str, dict] = {
         num_envs=2048, batch_size=1024,
     ),
 }  # fmt: skip
+# brax publishes no PPO settings for hopper: it takes walker2d's (same body plan).
+PPO_DEFAULTS["hopper"] = dict(PPO_DEFAULTS["walker2d"])
 _POSITIVE = (
     "num_timesteps", "num_envs", "num_evals", "num_eval_envs", "batch_size",
     "num_minibatches", "unroll_length", "num_updates_per_batch", "learning_rate",

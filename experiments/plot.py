@@ -323,12 +323,17 @@ def plot_returns(groups: list[Group], metric: str, out_path: str, logx: bool) ->
     ax.set_xlabel("real time steps")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} (mean over seeds; shaded: min-max)")
+    _finish(plt, fig, ax, out_path)
+    return notes
+
+
+def _finish(plt, fig, ax, out_path: str) -> None:
+    """Grid, legend, layout; writes the PNG and frees the figure."""
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(out_path)
     plt.close(fig)
-    return notes
 
 
 def plot_std_vs_kl(groups: list[Group], out_path: str) -> float | None:
@@ -356,11 +361,7 @@ def plot_std_vs_kl(groups: list[Group], out_path: str) -> float | None:
     r_text = "n/a" if math.isnan(r) else f"{r:.3f}"
     n = sum(int(np.sum(np.isfinite(x) & np.isfinite(y))) for _, x, y in points)
     ax.set_title(f"Ensemble std vs KL(pre || post): Pearson r = {r_text} (n={n})")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
+    _finish(plt, fig, ax, out_path)
     return r
 
 

@@ -89,29 +89,13 @@ def add(buf: Buffer, obs: jax.Array, act: jax.Array, next_obs: jax.Array) -> Buf
     Returns:
       The new buffer. Pure and jittable; not differentiable w.r.t. ``count``/``ptr``.
     """
-    capacity = buf.capacity
     batch = obs.shape[0]
     if not (act.shape[0] == next_obs.shape[0] == batch):
         raise ValueError(
             f"add: batch sizes differ: obs {obs.shape}, act {act.shape}, next_obs {next_obs.shape}"
         )
-    # Rows that would be overwritten within this same batch are dropped up front:
-    # a scatter with duplicate indices has no defined winner in XLA.
-    skip = max(batch - capacity, 0)
-    kept = batch - skip
-    start = (buf.ptr + skip) % capacity
-    rows = (start + jnp.arange(kept, dtype=jnp.int32)) % capacity  # unique since kept <= C
-
-    def write(dst: jax.Array, src: jax.Array) -> jax.Array:
-        return dst.at[rows].set(src[skip:].astype(dst.dtype), unique_indices=True)
-
-    return Buffer(
-        obs=write(buf.obs, obs),
-        act=write(buf.act, act),
-        next_obs=write(buf.next_obs, next_obs),
-        count=jnp.minimum(buf.count + batch, capacity).astype(jnp.int32),
-        ptr=((buf.ptr + batch) % capacity).astype(jnp.int32),
-    )
+    # The whole batch is a prefix of itself; add_prefix keeps the last C rows if B > C.
+    return add_prefix(buf, obs, act, next_obs, jnp.asarray(batch, jnp.int32))
 
 
 @jax.jit
