@@ -18,6 +18,11 @@ Writes into --out (default `runs/plots/`):
       (Model/EnsembleStd) against KL(pre || post) of the adaptation (Meta/KLPrePost), one
       point per iteration of every MB-MPO run, Pearson r in the title. Skipped (with a note)
       when no run has both columns (e.g. only model-free baselines).
+  std_kl_within_iteration.png  the same relation measured within each iteration, free of
+      the trends both quantities follow across iterations: Pearson r per meta step over
+      (task, state) pairs (Diag/StdKLCorrStates) and over tasks (Diag/StdKLCorrTasks),
+      averaged over the iteration's meta steps, against real steps; the mean over
+      iterations is printed.
 
 Bad input (missing directory, no metrics.csv, empty metrics) prints one line `error: ...`
 and exits with code 2.
@@ -52,6 +57,7 @@ _METRIC = flags.DEFINE_string(
 STEPS = "n_timesteps"
 STD_COL = "Model/EnsembleStd"
 KL_COL = "Meta/KLPrePost"
+WITHIN_COLS = ("Diag/StdKLCorrStates", "Diag/StdKLCorrTasks")
 # Config fields that do not make two runs different configurations.
 _NOT_CONFIG = ("seed", "checkpoint_keep")
 # Ablations worth naming in a label even when no other plotted run differs in them.
@@ -365,6 +371,40 @@ def plot_std_vs_kl(groups: list[Group], out_path: str) -> float | None:
     return r
 
 
+def plot_std_kl_within(groups: list[Group], out_path: str) -> list[str]:
+    """Writes the within-iteration r's against real steps; returns summary lines ([] if no
+    run logged them, e.g. runs from before the diagnostic existed or alpha = 0)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    lines = []
+    for g in groups:
+        for col, style in zip(WITHIN_COLS, ("-", ":"), strict=True):
+            values = []
+            for r in g.runs:
+                if not r.has(col):
+                    continue
+                x, y = curve(r, col)
+                values += list(y)
+                ax.plot(x, y, style, alpha=0.8, label=f"{g.label}: {col.split('/')[1]}")
+            if values:
+                v = np.asarray(values)
+                lines.append(
+                    f"{g.label}: {col} mean {v.mean():.3f} +- {v.std():.3f} over {v.size} "
+                    f"iterations, positive in {np.mean(v > 0):.0%}"
+                )
+    if not lines:
+        plt.close(fig)
+        return []
+    ax.axhline(0.0, color="k", linewidth=0.8)
+    ax.set_xlabel("real time steps")
+    ax.set_ylabel("Pearson r (ensemble std, KL(pre || post))")
+    ax.set_title("Std vs KL within each iteration (mean over its meta steps)")
+    _finish(plt, fig, ax, out_path)
+    return lines
+
+
 def make_plots(paths: Sequence[str], out: str, metric: str, logx: bool) -> list[str]:
     """Everything the CLI does, minus the exit codes; returns the paths written."""
     runs = find_runs(paths)
@@ -393,7 +433,13 @@ def make_plots(paths: Sequence[str], out: str, metric: str, logx: bool) -> list[
         print(f"note: no run has {STD_COL} and {KL_COL} (MB-MPO runs); diagnostic skipped")
     else:
         written.append(path)
-        print(f"ensemble std vs KL(pre || post): Pearson r = {r:.3f}")
+        print(f"ensemble std vs KL(pre || post) across iterations: Pearson r = {r:.3f}")
+    path = os.path.join(out, "std_kl_within_iteration.png")
+    lines = plot_std_kl_within(groups, path)
+    if lines:
+        written.append(path)
+        for line in lines:
+            print(f"within-iteration r: {line}")
     return written
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "PolicyBatch",
     "adapt",
     "broadcast_tasks",
+    "disagreement",
     "init_meta_state",
     "inner_step",
     "lr_surrogate",
@@ -54,8 +55,10 @@ __all__ = [
     "meta_objective",
     "pg_surrogate",
     "ppo_outer_step",
+    "std_kl_diagnostic",
     "task_kl",
     "trpo_outer_step",
+    "weighted_pearson",
 ]
 
 Params = Any
@@ -93,6 +96,9 @@ class MetaConfig:
     # Fisher-vector products on every n-th rollout only (1 = all, as the paper). The
     # curvature estimate is all they feed; the line search checks the exact KL.
     fvp_subsample: int = 1
+    # The std-vs-KL diagnostic evaluates all K models on about this many pre-update
+    # states per task (rollout 0, strided), every meta step.
+    diag_states_per_task: int = 50
     ppo_clip: float = 0.5
     ppo_lr: float = 1e-3
     ppo_num_steps: int = 8
@@ -158,6 +164,11 @@ class MetaDiagnostics(NamedTuple):
     num_backtracks: TRPO line-search backtracks (0 for PPO).
     entropy: pre-update policy entropy.
     alive_frac: fraction of pre-update imagined steps before ``done``.
+    model_std: ``[T]`` the ensemble's disagreement (``disagreement``) on task t's
+      pre-update states (rollout 0, about ``cfg.diag_states_per_task`` of them).
+    std_kl_corr: Pearson r, over those (task, state) pairs, between the disagreement and
+      ``KL(pre || post_t)`` at the state: the paper's "adaptation does the work where the
+      models disagree", measured within one meta step (nan when alpha = 0).
     """
 
     pre_return: jax.Array
@@ -171,6 +182,8 @@ class MetaDiagnostics(NamedTuple):
     num_backtracks: jax.Array
     entropy: jax.Array
     alive_frac: jax.Array
+    model_std: jax.Array
+    std_kl_corr: jax.Array
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,6 +196,74 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     Transforms: pure JAX; safe under jit, vmap and grad.
     """
     return jnp.sum(x * mask, axis=(-2, -1)) / jnp.maximum(jnp.sum(mask, axis=(-2, -1)), 1.0)
+
+
+def weighted_pearson(x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+    """Pearson correlation of ``x`` and ``y`` weighted by ``w`` (same shapes), a scalar.
+
+    nan when either variable is constant under the weights (e.g. KL = 0 at alpha = 0).
+
+    Transforms: pure JAX; safe under jit and vmap.
+    """
+    w = w / jnp.sum(w)
+    dx = x - jnp.sum(w * x)
+    dy = y - jnp.sum(w * y)
+    return jnp.sum(w * dx * dy) / jnp.sqrt(jnp.sum(w * dx * dx) * jnp.sum(w * dy * dy))
+
+
+def disagreement(
+    dynamics_fn: imagine_lib.DynamicsFn, models: Any, obs: jax.Array, act: jax.Array
+) -> jax.Array:
+    """The ensemble's std of next-state predictions, averaged over dimensions.
+
+    Args:
+      dynamics_fn: ``(model_k, obs [B, O], act [B, A]) -> next_obs [B, O]``.
+      models: leaves with a leading ``[K]`` axis; every model sees every state.
+      obs, act: ``[B, O]``, ``[B, A]``.
+
+    Returns:
+      ``[B]``: ``mean_o std_k next_obs[k, b, o]`` (observation units).
+
+    Transforms: pure JAX; safe under jit and vmap.
+    """
+    pred = jax.vmap(dynamics_fn, in_axes=(0, None, None))(models, obs, act)
+    return jnp.mean(jnp.std(pred, axis=0), axis=-1)
+
+
+def std_kl_diagnostic(
+    dynamics_fn: imagine_lib.DynamicsFn,
+    models: Any,
+    theta: Params,
+    post_params: Params,
+    batch: PolicyBatch,
+    stride: int = 1,
+) -> tuple[jax.Array, jax.Array]:
+    """The paper's diagnostic: the ensemble's disagreement against KL(pre || post).
+
+    Evaluated on rollout 0 of every task, every ``stride``-th step (all K models at each
+    of those states: cheap next to a sampling phase, and it draws no random numbers).
+
+    Args:
+      dynamics_fn, models: as in ``imagine`` (every model sees every state here).
+      theta: pre-update params; post_params: ``[T]`` adapted params.
+      batch: ``[T, R, H, ...]`` pre-update samples (``obs``, ``act``, ``mask`` used).
+
+    Returns:
+      ``(model_std [T], r)``: the masked mean disagreement per task, and the Pearson r
+      over all (task, state) pairs between the disagreement and the per-state
+      ``KL(pi_theta(.|s) || pi_theta'_t(.|s))``.
+
+    Transforms: pure JAX; safe under jit and vmap.
+    """
+    obs, act, mask = (x[:, 0, ::stride] for x in (batch.obs, batch.act, batch.mask))
+    t, s = mask.shape
+    std = disagreement(dynamics_fn, models, obs.reshape(t * s, -1), act.reshape(t * s, -1))
+    std = std.reshape(t, s)
+    pre_mean, pre_log_std = pol.apply(theta, obs)
+    post_mean, post_log_std = jax.vmap(pol.apply)(post_params, obs)
+    kl = pol.kl(pre_mean, pre_log_std, post_mean, post_log_std)  # [T, S]
+    model_std = jnp.sum(std * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0)
+    return model_std, weighted_pearson(std, kl, mask)
 
 
 def broadcast_tasks(params: Params, num_tasks: int) -> Params:
@@ -526,6 +607,8 @@ def make_meta_step(
         batch = PolicyBatch(rollouts.obs, rollouts.act, adv.adv, rollouts.mask, rollouts.logp)
         return sharding_lib.shard_tasks((rollouts, batch), mesh)
 
+    stride = max(1, cfg.horizon // max(cfg.diag_states_per_task, 1))
+
     def meta_step(state: MetaState, models, start_obs=None, start_count=None):
         if (cfg.start_states == "given") != (start_obs is not None):
             raise ValueError("start_obs must be given iff cfg.start_states == 'given'")
@@ -549,6 +632,9 @@ def make_meta_step(
         pre0 = pre_batches[0]
         pre_dist = jax.vmap(pol.apply)(broadcast_tasks(theta, num_tasks), pre0.obs)
         kl_pre_post = task_kl(pre_dist, post_params, pre0)
+        model_std, std_kl_corr = std_kl_diagnostic(
+            dynamics_fn, models, theta, post_params, pre0, stride
+        )
 
         if cfg.outer == "trpo":
             new_theta, info = trpo_outer_step(theta, pre_batches, post, post_params, cfg)
@@ -570,6 +656,8 @@ def make_meta_step(
             num_backtracks=info.num_backtracks,
             entropy=jnp.mean(pol.entropy(pre_dist[1][:, 0, 0])),
             alive_frac=jnp.mean(pre_rollouts.mask),
+            model_std=model_std,
+            std_kl_corr=std_kl_corr,
         )
         new_state = MetaState(
             params=new_theta, opt_state=opt_state, kl_coeff=kl_coeff, key=key, step=state.step + 1

@@ -169,6 +169,20 @@ def _all_finite(tree) -> bool:
     )
 
 
+def _pearson(x, y) -> float:
+    """Pearson r of two host vectors (nan when either is constant)."""
+    dx, dy = x - np.mean(x), y - np.mean(y)
+    den = float(np.sqrt(np.sum(dx * dx) * np.sum(dy * dy)))
+    return float(np.sum(dx * dy) / den) if den > 0 else float("nan")
+
+
+def _nanmean(values) -> float:
+    """Mean of the finite entries (nan if none: e.g. the std-KL r's at alpha = 0)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
 @jax.jit
 def _model_diagnostics(ens: dynamics.EnsembleState, obs, act, next_obs, mask):
     """Ensemble std and one-step error of the ensemble mean on real transitions [M, ...]."""
@@ -376,6 +390,11 @@ class Trainer:
             "Model/Diverged": float(not pred_finite),
             "Meta/KLPrePost": float(np.mean(last.kl_pre_post)),
             "Meta/KLPrePostAllSteps": float(np.mean(diags.kl_pre_post)),
+            "Diag/ImaginedEnsembleStd": float(np.mean(diags.model_std)),
+            "Diag/StdKLCorrStates": _nanmean(diags.std_kl_corr),
+            "Diag/StdKLCorrTasks": _nanmean(
+                [_pearson(s, k) for s, k in zip(diags.model_std, diags.kl_pre_post, strict=True)]
+            ),
             "Meta/ImaginedPreReturn": float(np.mean(last.pre_return)),
             "Meta/ImaginedPostReturn": float(np.mean(last.post_return)),
             "Meta/AcceptRate": float(np.mean(diags.accepted)),

@@ -86,6 +86,7 @@ PUBLIC = {
         "PolicyBatch",
         "adapt",
         "broadcast_tasks",
+        "disagreement",
         "init_meta_state",
         "inner_step",
         "lr_surrogate",
@@ -96,8 +97,10 @@ PUBLIC = {
         "meta_objective",
         "pg_surrogate",
         "ppo_outer_step",
+        "std_kl_diagnostic",
         "task_kl",
         "trpo_outer_step",
+        "weighted_pearson",
     ],
     "mbmpo_jax.policy": [
         "Policy",

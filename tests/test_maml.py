@@ -291,3 +291,83 @@ def test_gauss_newton_kl_hvp_equals_hessian(x64):
     eps = 1e-5
     ref = (grad(x0 + eps * v) - grad(x0 - eps * v)) / (2 * eps)
     np.testing.assert_allclose(hv, ref, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------
+# The paper's std-vs-KL diagnostic against a numpy loop.
+
+
+def _np_policy(p, obs):
+    h = obs
+    for layer in p["layers"][:-1]:
+        h = np.tanh(h @ layer["w"] + layer["b"])
+    return h @ p["layers"][-1]["w"] + p["layers"][-1]["b"], p["log_std"]
+
+
+def test_std_kl_diagnostic_matches_numpy_loop():
+    rng = np.random.default_rng(0)
+    t, r, h, o, a = 4, 3, 12, 2, 2
+    batch = _random_batch(rng, t, r, h, o, a)
+    mask = np.ones((t, r, h), np.float32)
+    mask[1, 0, 7:] = 0.0  # a rollout that ended early
+    batch = batch._replace(mask=jnp.asarray(mask))
+    models = {"scale": jnp.asarray([1.0, 3.0])}  # two models that disagree in proportion to |a|
+    theta = pol.init(jax.random.PRNGKey(0), o, a, (16,), init_std=1.0)
+    post = maml.adapt(theta, (batch,), 0.5)
+    stride = 5
+    model_std, r_all = maml.std_kl_diagnostic(true_dynamics, models, theta, post, batch, stride)
+
+    p0 = jax.tree.map(np.asarray, theta)
+    stds, kls, ws, task_std = [], [], [], []
+    for ti in range(t):
+        pt = jax.tree.map(lambda x, ti=ti: np.asarray(x[ti]), post)
+        per_task = []
+        for si in range(0, h, stride):
+            s_, a_ = np.asarray(batch.obs[ti, 0, si]), np.asarray(batch.act[ti, 0, si])
+            preds = np.stack([s_ + 0.1 * a_ * sc for sc in (1.0, 3.0)])
+            std = preds.std(axis=0).mean()
+            m0, ls0 = _np_policy(p0, s_)
+            m1, ls1 = _np_policy(pt, s_)
+            kl = np.sum(
+                ls1 - ls0 + (np.exp(2 * ls0) + (m0 - m1) ** 2) / (2 * np.exp(2 * ls1)) - 0.5
+            )
+            stds.append(std)
+            kls.append(kl)
+            ws.append(mask[ti, 0, si])
+            if mask[ti, 0, si]:
+                per_task.append(std)
+        task_std.append(np.mean(per_task))
+    keep = np.asarray(ws) > 0
+    expected_r = np.corrcoef(np.asarray(stds)[keep], np.asarray(kls)[keep])[0, 1]
+    np.testing.assert_allclose(model_std, task_std, rtol=1e-5)
+    np.testing.assert_allclose(float(r_all), expected_r, rtol=1e-4)
+    assert model_std.shape == (t,)
+
+
+def test_weighted_pearson_and_disagreement_edge_cases():
+    x = jnp.asarray([1.0, 2.0, 3.0, 100.0])
+    y = jnp.asarray([2.0, 4.1, 5.9, -50.0])
+    w = jnp.asarray([1.0, 1.0, 1.0, 0.0])  # weight 0 drops the outlier
+    np.testing.assert_allclose(
+        maml.weighted_pearson(x, y, w), np.corrcoef(x[:3], y[:3])[0, 1], rtol=1e-5
+    )
+    assert np.isnan(maml.weighted_pearson(x, jnp.zeros(4), w))  # KL = 0 at alpha = 0
+    same = {"scale": jnp.ones((3,))}
+    obs, act = jnp.ones((5, 2)), jnp.full((5, 2), 0.5)
+    np.testing.assert_array_equal(maml.disagreement(true_dynamics, same, obs, act), 0.0)
+
+
+def test_meta_step_reports_the_diagnostic():
+    # The learning test's run (identical true models): no disagreement anywhere, so the
+    # per-task std is 0 and r is undefined; two different models give a finite r.
+    cfg = CFGS["ppo"]
+    state = maml.init_meta_state(jax.random.PRNGKey(0), cfg, 2, 2)
+    _, _, diag = _run("ppo", state)
+    assert diag.model_std.shape == (NUM_STEPS, cfg.meta_batch_size)
+    np.testing.assert_array_equal(diag.model_std, 0.0)
+    assert np.all(np.isnan(diag.std_kl_corr))
+    # same shapes as MODELS, so the shared compiled run is reused
+    state = maml.init_meta_state(jax.random.PRNGKey(0), CFGS["trpo"], 2, 2)
+    _, _, diag = _run_fn("trpo")(state, {"scale": jnp.asarray([1.0, 2.0])}, STARTS, 50)
+    assert np.all(diag.model_std > 0)
+    assert np.all(np.abs(diag.std_kl_corr) <= 1.0)

@@ -14,6 +14,7 @@ from experiments import plot, render
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RET, STD, KL = "PrePolicy/AverageReturn", "Model/EnsembleStd", "Meta/KLPrePost"
+WITHIN = "Diag/StdKLCorrStates"
 
 
 def write_run(path, config, columns):
@@ -50,6 +51,8 @@ def mbmpo_columns(steps, offset, rng):
         "PostPolicy/AverageReturn": offset + 12.0 * np.arange(n),
         STD: rng.uniform(0.1, 1.0, n),
         KL: rng.uniform(0.0, 0.05, n),
+        # within-iteration r's; nan in every row of an alpha = 0 run (KL = 0)
+        WITHIN: rng.uniform(-0.2, 0.8, n) if offset != 5.0 else np.full(n, np.nan),
     }
 
 
@@ -161,6 +164,12 @@ def test_plot_cli_writes_pngs(runs, tmp_path):
     x = np.concatenate([r.column(STD) for g in groups for r in g.runs])
     y = np.concatenate([r.column(KL) for g in groups for r in g.runs])
     assert f"Pearson r = {np.corrcoef(x, y)[0, 1]:.3f}" in proc.stdout
+    within = out / "std_kl_within_iteration.png"
+    assert f"wrote {within}" in proc.stdout and png_size(within) == (960, 600)
+    seeds = plot.group_runs(plot.find_runs([runs["parent"]]))[0].runs
+    w = np.concatenate([r.column(WITHIN) for r in seeds])
+    assert f"{WITHIN} mean {w.mean():.3f} +- {w.std():.3f} over 12 iterations" in proc.stdout
+    assert proc.stdout.count("within-iteration r:") == 1  # the alpha = 0 run has none
 
 
 def test_diagnostic_skipped_without_its_columns(runs, tmp_path, capsys):

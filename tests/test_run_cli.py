@@ -96,6 +96,8 @@ def test_smoke_run_writes_run_dir(uninterrupted, env):
         "Model/ValidLoss",
         "Model/EnsembleStd",
         "Meta/KLPrePost",
+        "Diag/ImaginedEnsembleStd",
+        "Diag/StdKLCorrStates",
         "Meta/ImaginedPreReturn",
         "Time/Meta",
         "Meta/ModelStepsPerSec",
