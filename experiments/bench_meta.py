@@ -17,7 +17,13 @@ params, a HalfCheetah-like reward, no termination) so that this file depends onl
 meta-learning modules. Timings exclude compilation; every timed call ends with
 ``block_until_ready``.
 
-Usage: ``python -m experiments.bench_meta [--quick] [--repeats N] [--fvp-subsample N]``.
+4. with ``--breakdown``: where the meta step's time goes: one sampling phase (imagination
+   plus advantages), the inner step, the TRPO outer step with the configured and with a
+   single conjugate-gradient iteration (their difference is the cost of the other
+   curvature products), and the second-order meta-gradient alone.
+
+Usage: ``python -m experiments.bench_meta [--quick] [--repeats N] [--fvp-subsample N]
+[--breakdown]``.
 """
 
 from __future__ import annotations
@@ -204,6 +210,55 @@ def bench_meta_step(sizes: BenchSizes, repeats: int, loop_repeats: int, fvp_subs
     return {"meta_step_s": t_vec, "loop_meta_step_s": t_loop, "speedup_vs_loop": t_loop / t_vec}
 
 
+def bench_breakdown(sizes: BenchSizes, repeats: int, fvp_subsample: int) -> dict:
+    """Median seconds of the meta step's parts (see the module docstring, item 4)."""
+    cfg = maml.MetaConfig(
+        meta_batch_size=sizes.meta_batch_size,
+        rollouts_per_task=sizes.rollouts_per_task,
+        horizon=sizes.horizon,
+        fvp_subsample=fvp_subsample,
+    )
+    task = StandInTask(sizes.obs_dim, sizes.act_dim)
+    models = init_models(jax.random.PRNGKey(0), sizes)
+    theta = pol.init(jax.random.PRNGKey(1), sizes.obs_dim, sizes.act_dim)
+
+    @jax.jit
+    def sample(key, params):
+        out = im.imagine(
+            key,
+            params,
+            models,
+            task,
+            model_step,
+            rollouts_per_task=cfg.rollouts_per_task,
+            horizon=cfg.horizon,
+        )
+        adv = ret.compute_advantages(out.obs, out.rew, out.mask, cfg.discount, cfg.gae_lambda)
+        return maml.PolicyBatch(out.obs, out.act, adv.adv, out.mask, out.logp)
+
+    adapt = jax.jit(lambda th, b: maml.adapt(th, (b,), cfg.inner_lr))
+    pre = sample(jax.random.PRNGKey(2), maml.broadcast_tasks(theta, cfg.meta_batch_size))
+    post_params = adapt(theta, pre)
+    post = sample(jax.random.PRNGKey(3), post_params)
+
+    def outer(c):
+        return jax.jit(lambda th, b0, b1, pp: maml.trpo_outer_step(th, (b0,), b1, pp, c))
+
+    meta_grad = jax.jit(jax.grad(lambda th: maml.meta_objective(th, (pre,), post, cfg.inner_lr)))
+    t_outer = _median_time(outer(cfg), theta, pre, post, post_params, repeats=repeats)
+    t_outer1 = _median_time(
+        outer(dataclasses.replace(cfg, cg_iters=1)), theta, pre, post, post_params, repeats=repeats
+    )
+    return {
+        "sample_phase_s": _median_time(sample, jax.random.PRNGKey(2), post_params, repeats=repeats),
+        "inner_step_s": _median_time(adapt, theta, pre, repeats=repeats),
+        "outer_step_s": t_outer,
+        "outer_step_cg1_s": t_outer1,
+        "per_curvature_product_s": (t_outer - t_outer1) / max(cfg.cg_iters - 1, 1),
+        "meta_gradient_s": _median_time(meta_grad, theta, repeats=repeats),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
@@ -213,6 +268,7 @@ def main():
     )
     parser.add_argument("--fvp-subsample", type=int, default=1, help="MetaConfig.fvp_subsample")
     parser.add_argument("--skip-meta-step", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="time the meta step's parts")
     args = parser.parse_args()
     sizes = QUICK if args.quick else PAPER
     dev = jax.devices()[0]
@@ -222,6 +278,8 @@ def main():
     result["fraction_of_matmul_rate"] = result["model_flops_per_s"] / result["matmul_flops_per_s"]
     if not args.skip_meta_step:
         result.update(bench_meta_step(sizes, args.repeats, args.loop_repeats, args.fvp_subsample))
+    if args.breakdown:
+        result["breakdown"] = bench_breakdown(sizes, args.repeats, args.fvp_subsample)
     print(json.dumps(result, indent=2))
 
 

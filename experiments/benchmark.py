@@ -14,7 +14,8 @@ Measures, in one run on the default JAX device (the GPU when there is one):
 total number of model steps: the table's last column, time per million model steps,
 should stay flat until the device saturates).
 
-Prints a table; `--out` writes everything as JSON. Timings are medians of `--repeats`.
+Prints a table; `--out` writes everything as JSON (an existing file is kept unless
+--force; the path is checked before measuring). Timings are medians of `--repeats`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import time
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401
-from experiments._cli import fail
+from experiments._cli import fail, own_flags_parser
 
-_OUT = flags.DEFINE_string("out", None, "write the results as JSON here")
+_OUT = flags.DEFINE_string("out", None, "write the results as JSON here (a new file)")
+_FORCE = flags.DEFINE_bool("force", False, "allow --out to replace an existing file")
 _ENV = flags.DEFINE_string("env", "halfcheetah", "task whose obs/act sizes and reward are used")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repeats (median reported)")
 _QUICK = flags.DEFINE_bool("quick", False, "small sizes (a check that it runs, not a benchmark)")
@@ -162,6 +164,21 @@ def bench_iteration(cfg):
     }
 
 
+def _check_out(path: str, force: bool) -> None:
+    """Fails fast (before minutes of measuring) on an --out that exists or cannot be made."""
+    if os.path.isdir(path):
+        fail(f"--out={path} is a directory; give a file name")
+    if os.path.exists(path) and not force:
+        fail(f"--out={path} exists; pass --force to replace it, or another --out")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create the directory of --out={path}: {e.strerror or e}")
+    if not os.access(parent, os.W_OK):
+        fail(f"cannot write into {parent} (--out={path})")
+
+
 def main(argv):
     del argv
     import jax
@@ -176,6 +193,8 @@ def main(argv):
         fail(str(e))
     if _REPEATS.value < 1:
         fail("--repeats must be >= 1")
+    if _OUT.value:
+        _check_out(_OUT.value, _FORCE.value)
     cfg = config_lib.get_config(task.name, "smoke" if _QUICK.value else "paper")
     repeats = _REPEATS.value
     k, hidden = cfg.ensemble.num_models, tuple(cfg.ensemble.hidden)
@@ -287,11 +306,16 @@ def main(argv):
     res["memory"] = _peak_memory()
     print(f"peak memory: {res['memory']}")
     if _OUT.value:
-        os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-        with open(_OUT.value, "w") as f:
-            json.dump(res, f, indent=2, default=str)
+        tmp = _OUT.value + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(res, f, indent=2, default=str)
+            os.replace(tmp, _OUT.value)
+        except OSError as e:
+            print(json.dumps(res, default=str))  # the measurements are not lost
+            fail(f"cannot write --out={_OUT.value}: {e.strerror or e}", code=1)
         print(f"wrote {_OUT.value}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=own_flags_parser(flags.FLAGS, __doc__))

@@ -1,0 +1,80 @@
+"""experiments.benchmark and experiments.bench_meta: they run, and their JSON holds what
+issue 8 asks for, consistently (ratios recomputed from the raw numbers)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(module, *args):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_quick_benchmark_json(tmp_path):
+    out = tmp_path / "bench" / "quick.json"
+    # the whole-iteration timing is the smoke Trainer (compiled and tested elsewhere)
+    args = ["--quick", "--repeats=1", "--no_iteration", f"--out={out}"]
+    proc = run_module("experiments.benchmark", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    for key in ("device", "jax", "matmul_flops_per_s", "imagination", "fit", "meta_step"):
+        assert key in res, key
+    assert res["matmul_flops_per_s"] > 1e8
+    im, fit, meta = res["imagination"], res["fit"], res["meta_step"]
+    assert im["ratio_to_matmul"] == pytest.approx(
+        im["model_flops_per_s"] / res["matmul_flops_per_s"]
+    )
+    assert im["model_steps_per_s"] == pytest.approx(im["model_steps"] / im["seconds"])
+    assert 0 < fit["ratio_to_matmul"] < 2 and fit["epoch_s"] > 0
+    assert meta["meta_step_s"] > 0 and meta["meta_step_compile_s"] >= 0
+    assert meta["vectorised_speedup_vs_loop"] == pytest.approx(
+        meta["loop_meta_step_s"] / meta["meta_step_s"]
+    )
+    assert res["memory"]["host_peak_rss_mb"] > 0
+    assert f"wrote {out}" in proc.stdout and "TRPO meta step" in proc.stdout
+
+    # an existing --out is never replaced without --force, and the check comes first
+    before = out.read_text()
+    proc = run_module("experiments.benchmark", "--quick", f"--out={out}")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ")
+    assert "exists" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert out.read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env=nope"], "unknown task"),
+        (["--repeats=0"], "--repeats"),
+        (["--bogus"], "Unknown command line flag"),
+    ],
+)
+def test_benchmark_bad_input(args, message, tmp_path):
+    proc = run_module("experiments.benchmark", *args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
+    assert message in proc.stderr
+
+
+def test_bench_meta_breakdown_adds_up():
+    args = ["--quick", "--repeats=1", "--skip-meta-step", "--breakdown"]
+    proc = run_module("experiments.bench_meta", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    b = res["breakdown"]
+    assert b["outer_step_s"] > b["outer_step_cg1_s"] > 0
+    assert b["per_curvature_product_s"] == pytest.approx(
+        (b["outer_step_s"] - b["outer_step_cg1_s"]) / 9
+    )
+    assert res["fraction_of_matmul_rate"] > 0 and b["meta_gradient_s"] > 0
