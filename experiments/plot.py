@@ -23,6 +23,9 @@ Writes into --out (default `runs/plots/`):
       (task, state) pairs (Diag/StdKLCorrStates) and over tasks (Diag/StdKLCorrTasks),
       averaged over the iteration's meta steps, against real steps; the mean over
       iterations is printed.
+  summary.md  a table per configuration: seeds, the metric at each --at_steps (mean +- std
+      over seeds, each seed linearly interpolated; n/a where a seed stops short), the
+      steps and value of the last row (mean over seeds), and the best value.
 
 Bad input (missing directory, no metrics.csv, empty metrics) prints one line `error: ...`
 and exits with code 2.
@@ -52,6 +55,12 @@ _OUT = flags.DEFINE_string(
 _LOGX = flags.DEFINE_bool("logx", False, "log-scale x-axis (real time steps)", flag_values=_FLAGS)
 _METRIC = flags.DEFINE_string(
     "metric", "PrePolicy/AverageReturn", "metrics.csv column to plot", flag_values=_FLAGS
+)
+_AT = flags.DEFINE_list(
+    "at_steps",
+    ["50000", "100000"],
+    "real step counts for the summary table (metric interpolated per seed)",
+    flag_values=_FLAGS,
 )
 
 STEPS = "n_timesteps"
@@ -405,7 +414,50 @@ def plot_std_kl_within(groups: list[Group], out_path: str) -> list[str]:
     return lines
 
 
-def make_plots(paths: Sequence[str], out: str, metric: str, logx: bool) -> list[str]:
+def value_at(run: Run, metric: str, steps: float) -> float:
+    """`metric` linearly interpolated at `steps` real steps (nan outside the run's range)."""
+    import numpy as np
+
+    x, y = curve(run, metric)
+    if len(x) == 0 or not x[0] <= steps <= x[-1]:
+        return math.nan
+    return float(np.interp(steps, x, y))
+
+
+def summary_table(groups: list[Group], metric: str, at_steps: Sequence[float]) -> list[str]:
+    """Markdown table lines: per configuration, the metric at `at_steps` over its seeds."""
+    import numpy as np
+
+    def cell(values) -> str:
+        v = np.asarray(values, float)
+        if v.size == 0 or not np.all(np.isfinite(v)):
+            return "n/a"
+        return f"{v.mean():.1f} +- {v.std():.1f}" if v.size > 1 else f"{v[0]:.1f}"
+
+    head = ["configuration", "seeds"] + [f"at {s:,.0f} steps" for s in at_steps]
+    head += ["last row: steps, value", "best"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        curves = [curve(r, metric) for r in g.runs]
+        curves = [(x, y) for x, y in curves if len(x)]
+        if not curves:
+            continue
+        cells = [g.label, str(len(curves))]
+        cells += [cell([value_at(r, metric, s) for r in g.runs]) for s in at_steps]
+        last_steps = np.mean([x[-1] for x, _ in curves])
+        cells.append(f"{last_steps:,.0f}, {cell([y[-1] for _, y in curves])}")
+        cells.append(cell([y.max() for _, y in curves]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def make_plots(
+    paths: Sequence[str],
+    out: str,
+    metric: str,
+    logx: bool,
+    at_steps: Sequence[float] = (50_000, 100_000),
+) -> list[str]:
     """Everything the CLI does, minus the exit codes; returns the paths written."""
     runs = find_runs(paths)
     if not any(metric in r.rows[0] for r in runs):
@@ -440,6 +492,12 @@ def make_plots(paths: Sequence[str], out: str, metric: str, logx: bool) -> list[
         written.append(path)
         for line in lines:
             print(f"within-iteration r: {line}")
+    table = summary_table(groups, metric, at_steps)
+    path = os.path.join(out, "summary.md")
+    with open(path, "w") as f:
+        f.write(f"{metric} (mean +- std over seeds)\n\n" + "\n".join(table) + "\n")
+    print("\n".join(table))
+    written.append(path)
     return written
 
 
@@ -451,7 +509,13 @@ def main(argv):
     if bad:
         fail(f"unknown flag {bad[0]}")
     try:
-        written = make_plots(argv[1:], _OUT.value, _METRIC.value, _LOGX.value)
+        at_steps = [float(v) for v in _AT.value]
+    except ValueError:
+        fail(f"--at_steps must be numbers, got {','.join(_AT.value)}")
+    if not all(math.isfinite(v) and v >= 0 for v in at_steps):
+        fail("--at_steps must be finite and >= 0")
+    try:
+        written = make_plots(argv[1:], _OUT.value, _METRIC.value, _LOGX.value, at_steps)
     except PlotError as e:
         fail(str(e))
     except OSError as e:

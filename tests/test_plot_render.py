@@ -174,8 +174,23 @@ def test_plot_cli_writes_pngs(runs, tmp_path):
 
 def test_diagnostic_skipped_without_its_columns(runs, tmp_path, capsys):
     written = plot.make_plots([runs["baseline"]], str(tmp_path / "p"), RET, logx=False)
-    assert [os.path.basename(p) for p in written] == ["PrePolicy_AverageReturn_vs_steps.png"]
+    names = [os.path.basename(p) for p in written]
+    assert names == ["PrePolicy_AverageReturn_vs_steps.png", "summary.md"]
     assert "diagnostic skipped" in capsys.readouterr().out
+
+
+def test_summary_table_values_derived_by_hand(runs):
+    groups = plot.group_runs(plot.find_runs([runs["parent"], runs["ablation"]]))
+    lines = plot.summary_table(groups, RET, [3000, 6010])
+    assert len(lines) == 4  # header, rule, two configurations
+    seeds = lines[2].split(" | ")
+    # seed0: 10 * (steps / 1000 - 1) -> 20 at 3000; seed1: 20 + 10 * (steps - 1037) / 1000
+    # -> 39.63; mean 29.815, std 9.815. At 6010 seed0 has stopped (6000): n/a.
+    assert seeds[1] == "2" and seeds[2] == "29.8 +- 9.8" and seeds[3] == "n/a"
+    # last rows: steps 6000 and 6037 -> 6018.5; values 50 and 70 -> 60 +- 10; best the same
+    assert seeds[4] == "6,018, 60.0 +- 10.0" and seeds[5].rstrip(" |") == "60.0 +- 10.0"
+    ablation = lines[3].split(" | ")
+    assert ablation[1] == "1" and ablation[2] == "25.0"  # 5 + 10 * 2, one seed: no +-
 
 
 def test_plot_cli_bad_input(tmp_path):
@@ -189,6 +204,9 @@ def test_plot_cli_bad_input(tmp_path):
         (str(empty), "has no rows"),
     ):
         line = assert_one_line_error(run_module("experiments.plot", [arg]), 2)
+        assert words in line, line
+    for flag, words in (("--at_steps=1e5,abc", "must be numbers"), ("--at_steps=-5", ">= 0")):
+        line = assert_one_line_error(run_module("experiments.plot", [str(empty), flag]), 2)
         assert words in line, line
 
 
