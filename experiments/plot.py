@@ -171,7 +171,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for r in runs:
         if r.config:
-            cfg = {k: v for k, v in _flatten(r.config).items() if k not in _NOT_CONFIG}
+            cfg = _with_defaults(_flatten(r.config))
+            cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
             key = json.dumps(sorted(cfg.items()), default=str)
         else:
             cfg, key = {}, f"dir:{os.path.abspath(r.path)}"
@@ -179,6 +180,22 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     out = list(groups.values())
     _label(out)
     return out
+
+
+def _with_defaults(flat: dict) -> dict:
+    """An MB-MPO run's flattened config with fields added since it was written filled in
+    from its preset's defaults (a new field's default keeps the old behaviour), so that
+    old and new runs of one configuration still group as seeds."""
+    if "algo" in flat or "env" not in flat or "preset" not in flat:
+        return flat
+    from mbmpo_jax import config as config_lib
+
+    try:
+        defaults = config_lib.get_config(flat["env"], flat["preset"])
+    except config_lib.ConfigError:
+        return flat
+    full = _flatten(json.loads(config_lib.to_json(defaults)))
+    return {**{k: v for k, v in full.items() if k not in ("env", "preset")}, **flat}
 
 
 def _algo(cfg: dict) -> str:
