@@ -2,6 +2,7 @@
 
   python -m experiments.policy_plasticity [--iterations=50] [--seed=0] [--alpha=0.001]
       [--out=runs/plasticity] [--rollouts=50] [--grid=41] [--bias_range=0.05]
+      [--error_at_goal]
 
 The paper's figure ("model ensemble standard deviation" next to "KL-div. pre-/post-update
 policy" over the state space) comes from a 2-D point task with a hand-made ensemble, not
@@ -14,7 +15,10 @@ description of it:
   b_k ~ U(-bias_range, bias_range)^2, scaled by an error mask that is 0 at the goal and
   grows quadratically with the distance from it, (min(d / d_max, 1))^2 with d_max = 2
   sqrt(2) the farthest start state; the biases are redrawn every iteration (the "fit"), so
-  the models disagree away from the goal and agree at it. (The authors' version also adds
+  the models disagree away from the goal and agree at it. --error_at_goal flips the mask
+  to (1 - min(d / d_max, 1))^2 (the authors' other variant): disagreement at the goal. The
+  two variants together separate "KL follows the models' disagreement" from "KL follows
+  wherever the policy is most sensitive". (The authors' version also adds
   Gaussian noise of std 0.01 around each bias and normalises the mask by the batch's
   largest distance; neither is reproduced here: dynamics are deterministic functions.)
 - MB-MPO's meta-learning unchanged: 40 tasks (8 per model), one inner step with alpha,
@@ -54,6 +58,12 @@ _ALPHA = flags.DEFINE_float("alpha", 1e-3, "inner step size", flag_values=_FLAGS
 _ROLLOUTS = flags.DEFINE_integer("rollouts", 50, "imagined rollouts per task", flag_values=_FLAGS)
 _GRID = flags.DEFINE_integer("grid", 41, "grid points per axis", flag_values=_FLAGS)
 _BIAS = flags.DEFINE_float("bias_range", 0.05, "models' bias range", flag_values=_FLAGS)
+_AT_GOAL = flags.DEFINE_bool(
+    "error_at_goal",
+    False,
+    "models disagree at the goal instead of away from it",
+    flag_values=_FLAGS,
+)
 _OUT = flags.DEFINE_string(
     "out", os.path.join("runs", "plasticity"), "output directory", flag_values=_FLAGS
 )
@@ -93,20 +103,23 @@ class PointGoalTask:
         return jax.random.uniform(key, (*shape, 2), minval=START_BOX[0], maxval=START_BOX[1])
 
 
-def error_mask(obs):
-    """0 at the goal, (d / d_max)^2 away from it, 1 beyond d_max; ``[..., 2] -> [...]``."""
+def error_mask(obs, at_goal=False):
+    """``[..., 2] -> [...]``: 0 at the goal, (d / d_max)^2 away from it, 1 beyond d_max;
+    with ``at_goal`` (a bool or 0/1 array) 1 at the goal and 0 beyond d_max."""
     import jax.numpy as jnp
 
-    d = jnp.linalg.norm(obs - jnp.asarray(GOAL), axis=-1)
-    return jnp.minimum(d / D_MAX, 1.0) ** 2
+    x = jnp.minimum(jnp.linalg.norm(obs - jnp.asarray(GOAL), axis=-1) / D_MAX, 1.0)
+    return jnp.where(at_goal, (1.0 - x) ** 2, x**2)
 
 
 def fake_model_step(model, obs, act):
     """One fake model: the true step plus its bias where the error mask is non-zero.
 
-    ``model = {"bias": [2]}``; ``obs``, ``act``: ``[B, 2]`` (actions already clipped).
+    ``model = {"bias": [2], "at_goal": []}`` (0 or 1, see ``error_mask``); ``obs``, ``act``:
+    ``[B, 2]`` (actions already clipped).
     """
-    return obs + STEP_SCALE * act + error_mask(obs)[..., None] * model["bias"]
+    mask = error_mask(obs, model["at_goal"] > 0)
+    return obs + STEP_SCALE * act + mask[..., None] * model["bias"]
 
 
 def meta_config(alpha: float, rollouts: int):
@@ -147,10 +160,12 @@ def run(
     rollouts: int,
     grid: int,
     bias_range: float,
+    error_at_goal: bool = False,
     log=print,
 ) -> dict:
     """Meta-trains on the fake ensemble; returns the grids, r's and settings."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from mbmpo_jax import maml
@@ -170,7 +185,7 @@ def run(
     for it in range(1, iterations + 1):
         key, k_bias = jax.random.split(key)
         bias = jax.random.uniform(k_bias, (NUM_MODELS, 2), minval=-bias_range, maxval=bias_range)
-        models = {"bias": bias}
+        models = {"bias": bias, "at_goal": jnp.full((NUM_MODELS,), float(error_at_goal))}
         steps = []
         for _ in range(cfg.num_meta_steps):
             theta = state.params
@@ -207,6 +222,7 @@ def run(
             "iterations": iterations,
             "seed": seed,
             "bias_range": bias_range,
+            "error_at_goal": error_at_goal,
             "goal": GOAL,
             "start_box": START_BOX,
             "grid_box": GRID_BOX,
@@ -267,7 +283,13 @@ def main(argv):
     except OSError as e:
         fail(f"cannot create --out={out}: {e.strerror or e}")
     result = run(
-        _ITERATIONS.value, _SEED.value, _ALPHA.value, _ROLLOUTS.value, _GRID.value, _BIAS.value
+        _ITERATIONS.value,
+        _SEED.value,
+        _ALPHA.value,
+        _ROLLOUTS.value,
+        _GRID.value,
+        _BIAS.value,
+        _AT_GOAL.value,
     )
     try:
         with open(os.path.join(out, "plasticity.json"), "w") as f:

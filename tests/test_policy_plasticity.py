@@ -36,6 +36,18 @@ def test_maps_match_the_fake_models_formula():
     json.dumps(res)  # what the CLI writes
 
 
+@pytest.mark.parametrize("at_goal", [False, True])
+def test_fake_model_step_is_the_true_step_plus_masked_bias(at_goal):
+    rng = np.random.default_rng(1)
+    obs = rng.uniform(0.0, 8.0, (50, 2)).astype(np.float32)
+    act = rng.uniform(-1.0, 1.0, (50, 2)).astype(np.float32)
+    bias = np.array([0.03, -0.02], np.float32)
+    out = pp.fake_model_step({"bias": bias, "at_goal": np.float32(at_goal)}, obs, act)
+    x = np.minimum(np.hypot(obs[:, 0] - 4.0, obs[:, 1] - 4.0) / (2 * np.sqrt(2)), 1.0)
+    mask = (1.0 - x) ** 2 if at_goal else x**2
+    np.testing.assert_allclose(out, obs + 0.1 * act + mask[:, None] * bias, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
