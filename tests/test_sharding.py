@@ -32,20 +32,25 @@ sharded = jax.jit(maml.make_meta_step(cfg, task, dynamics.model_step, mesh=mesh)
 s1, p1, d1 = single(state, models)
 s4, p4, d4 = sharded(state, models)
 
-def rel(x, y):
-    return max(maxrel(a, b) for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
+def rel(x, y, floor=1e-6):
+    # per leaf ||x - y|| / (||y|| + floor): elementwise ratios blow up on entries near zero
+    return max(normrel(a, b, floor) for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
 
-def maxrel(a, b):
+def normrel(a, b, floor):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b) / (1e-6 + np.abs(b)))) if a.size else 0.0
+    return float(np.linalg.norm(a - b) / (floor + np.linalg.norm(b))) if a.size else 0.0
+
+step = lambda s: jax.tree.map(lambda new, old: new - old, s.params, state.params)
 
 leaf = jax.tree.leaves(p4)[0]
 hlo = sharded.lower(state, models).compile().as_text()
 print(json.dumps({
     "mesh_devices": int(mesh.devices.size),
     "theta_rel": rel(s4.params, s1.params),
+    "step_rel": rel(step(s4), step(s1)),
     "post_rel": rel(p4, p1),
-    "diag_rel": rel(d4, d1),
+    # floor 1e-3: surr_before is the mean of centred advantages, ~0 by construction
+    "diag_rel": rel(d4, d1, floor=1e-3),
     "post_spec": [str(a) for a in leaf.sharding.spec],
     "post_num_devices": len(leaf.sharding.device_set),
     "shard_rows": sorted({s.data.shape[0] for s in leaf.addressable_shards}),
@@ -74,7 +79,11 @@ def test_sharded_meta_step_equals_single_device():
     assert res["post_num_devices"] == 4 and res["shard_rows"] == [2]
     assert res["single_num_devices"] == 1
     assert res["has_all_reduce"]
-    # Same numbers up to float32 reduction order (sums over tasks are split across devices).
-    assert res["theta_rel"] < 1e-4, res
+    # Same numbers up to float32 reduction order (sums over tasks are split across devices):
+    # per leaf in norm, the outer step itself (theta_new - theta) included: three CG
+    # iterations in float32 amplify the reordering (seen: step 1.3e-6 with jax 0.9.2,
+    # 1.5e-4 with jax 0.10.2).
+    assert res["theta_rel"] < 1e-3, res
+    assert res["step_rel"] < 1e-3, res
     assert res["post_rel"] < 1e-4, res
     assert res["diag_rel"] < 1e-3, res
