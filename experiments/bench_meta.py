@@ -192,8 +192,8 @@ def make_loop_meta_step(cfg: maml.MetaConfig, task, dynamics_fn, models, num_mod
     return loop_meta_step
 
 
-def bench_meta_step(sizes: BenchSizes, repeats: int, loop_repeats: int, fvp_subsample: int) -> dict:
-    """Wall time of the vectorised meta step and of the Python-loop baseline."""
+def _setup(sizes: BenchSizes, fvp_subsample: int):
+    """The paper's meta config at ``sizes``, the stand-in task and random models."""
     cfg = maml.MetaConfig(
         meta_batch_size=sizes.meta_batch_size,
         rollouts_per_task=sizes.rollouts_per_task,
@@ -201,7 +201,12 @@ def bench_meta_step(sizes: BenchSizes, repeats: int, loop_repeats: int, fvp_subs
         fvp_subsample=fvp_subsample,
     )
     task = StandInTask(sizes.obs_dim, sizes.act_dim)
-    models = init_models(jax.random.PRNGKey(0), sizes)
+    return cfg, task, init_models(jax.random.PRNGKey(0), sizes)
+
+
+def bench_meta_step(sizes: BenchSizes, repeats: int, loop_repeats: int, fvp_subsample: int) -> dict:
+    """Wall time of the vectorised meta step and of the Python-loop baseline."""
+    cfg, task, models = _setup(sizes, fvp_subsample)
     state = maml.init_meta_state(jax.random.PRNGKey(1), cfg, sizes.obs_dim, sizes.act_dim)
     step = jax.jit(maml.make_meta_step(cfg, task, model_step))
     t_vec = _median_time(step, state, models, repeats=repeats)
@@ -212,14 +217,7 @@ def bench_meta_step(sizes: BenchSizes, repeats: int, loop_repeats: int, fvp_subs
 
 def bench_breakdown(sizes: BenchSizes, repeats: int, fvp_subsample: int) -> dict:
     """Median seconds of the meta step's parts (see the module docstring, item 4)."""
-    cfg = maml.MetaConfig(
-        meta_batch_size=sizes.meta_batch_size,
-        rollouts_per_task=sizes.rollouts_per_task,
-        horizon=sizes.horizon,
-        fvp_subsample=fvp_subsample,
-    )
-    task = StandInTask(sizes.obs_dim, sizes.act_dim)
-    models = init_models(jax.random.PRNGKey(0), sizes)
+    cfg, task, models = _setup(sizes, fvp_subsample)
     theta = pol.init(jax.random.PRNGKey(1), sizes.obs_dim, sizes.act_dim)
 
     @jax.jit
