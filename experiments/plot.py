@@ -16,8 +16,9 @@ Writes into --out (default `runs/plots/`):
       comparison with model-free methods.
   ensemble_std_vs_kl.png  the paper's diagnostic: ensemble std of the model predictions
       (Model/EnsembleStd) against KL(pre || post) of the adaptation (Meta/KLPrePost), one
-      point per iteration of every MB-MPO run, Pearson r in the title. Skipped (with a note)
-      when no run has both columns (e.g. only model-free baselines).
+      point per iteration of every MB-MPO run with adaptation (alpha = 0 runs have KL = 0),
+      Pearson r in the title. Skipped (with a note) when no run has both columns (e.g.
+      only model-free baselines).
   std_kl_within_iteration.png  the same relation measured within each iteration, free of
       the trends both quantities follow across iterations: Pearson r per meta step over
       (task, state) pairs (Diag/StdKLCorrStates) and over tasks (Diag/StdKLCorrTasks),
@@ -376,7 +377,8 @@ def plot_std_vs_kl(groups: list[Group], out_path: str) -> float | None:
     for g in groups:
         xs, ys = [], []
         for r in g.runs:
-            if r.has(STD_COL) and r.has(KL_COL):
+            # alpha = 0 runs (KL identically 0: no adaptation) have nothing to correlate
+            if r.has(STD_COL) and r.has(KL_COL) and any(v != 0 for v in r.column(KL_COL)):
                 xs += r.column(STD_COL)
                 ys += r.column(KL_COL)
         if xs:

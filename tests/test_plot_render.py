@@ -50,8 +50,8 @@ def mbmpo_columns(steps, offset, rng):
         RET: offset + 10.0 * np.arange(n),
         "PostPolicy/AverageReturn": offset + 12.0 * np.arange(n),
         STD: rng.uniform(0.1, 1.0, n),
-        KL: rng.uniform(0.0, 0.05, n),
-        # within-iteration r's; nan in every row of an alpha = 0 run (KL = 0)
+        # the alpha = 0 run (offset 5) does not adapt: KL = 0, within-iteration r's nan
+        KL: rng.uniform(0.0, 0.05, n) if offset != 5.0 else np.zeros(n),
         WITHIN: rng.uniform(-0.2, 0.8, n) if offset != 5.0 else np.full(n, np.nan),
     }
 
@@ -160,13 +160,13 @@ def test_plot_cli_writes_pngs(runs, tmp_path):
     assert f"wrote {curves}" in proc.stdout and f"wrote {scatter}" in proc.stdout
     assert png_size(curves) == (960, 600) and png_size(scatter) == (720, 600)
     assert os.path.getsize(curves) > 20_000 and os.path.getsize(scatter) > 20_000
-    groups = plot.group_runs(plot.find_runs([runs["parent"], runs["ablation"]]))
-    x = np.concatenate([r.column(STD) for g in groups for r in g.runs])
-    y = np.concatenate([r.column(KL) for g in groups for r in g.runs])
+    # the scatter's r is over the adapting runs only (the alpha = 0 run's KL is 0)
+    seeds = plot.group_runs(plot.find_runs([runs["parent"]]))[0].runs
+    x = np.concatenate([r.column(STD) for r in seeds])
+    y = np.concatenate([r.column(KL) for r in seeds])
     assert f"Pearson r = {np.corrcoef(x, y)[0, 1]:.3f}" in proc.stdout
     within = out / "std_kl_within_iteration.png"
     assert f"wrote {within}" in proc.stdout and png_size(within) == (960, 600)
-    seeds = plot.group_runs(plot.find_runs([runs["parent"]]))[0].runs
     w = np.concatenate([r.column(WITHIN) for r in seeds])
     assert f"{WITHIN} mean {w.mean():.3f} +- {w.std():.3f} over 12 iterations" in proc.stdout
     assert proc.stdout.count("within-iteration r:") == 1  # the alpha = 0 run has none
