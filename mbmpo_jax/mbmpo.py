@@ -169,13 +169,6 @@ def _all_finite(tree) -> bool:
     )
 
 
-def _pearson(x, y) -> float:
-    """Pearson r of two host vectors (nan when either is constant)."""
-    dx, dy = x - np.mean(x), y - np.mean(y)
-    den = float(np.sqrt(np.sum(dx * dx) * np.sum(dy * dy)))
-    return float(np.sum(dx * dy) / den) if den > 0 else float("nan")
-
-
 def _nanmean(values) -> float:
     """Mean of the finite entries (nan if none: e.g. the std-KL r's at alpha = 0)."""
     v = np.asarray(values, np.float64)
@@ -392,8 +385,11 @@ class Trainer:
             "Meta/KLPrePostAllSteps": float(np.mean(diags.kl_pre_post)),
             "Diag/ImaginedEnsembleStd": float(np.mean(diags.model_std)),
             "Diag/StdKLCorrStates": _nanmean(diags.std_kl_corr),
+            # per meta step, r over tasks of the disagreement and KL(pre || post)
             "Diag/StdKLCorrTasks": _nanmean(
-                [_pearson(s, k) for s, k in zip(diags.model_std, diags.kl_pre_post, strict=True)]
+                jax.vmap(maml.weighted_pearson)(
+                    diags.model_std, diags.kl_pre_post, np.ones_like(diags.kl_pre_post)
+                )
             ),
             "Meta/ImaginedPreReturn": float(np.mean(last.pre_return)),
             "Meta/ImaginedPostReturn": float(np.mean(last.post_return)),

@@ -8,12 +8,11 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests._cli import one_line_error, run_module
+
 TINY = [
     "--env=inverted_pendulum",
     "--num_timesteps=160",  # one training step: 8 envs x 5 steps x 4 minibatches
@@ -28,22 +27,13 @@ TINY = [
 
 
 def _run(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.baseline", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("experiments.baseline", *args, timeout=timeout)
 
 
 def _assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
+    line = one_line_error(proc, 2)
     for frag in fragments:
-        assert frag in lines[0], lines[0]
+        assert frag in line, line
 
 
 def test_tiny_ppo_run_writes_metrics(tmp_path):

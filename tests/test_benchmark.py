@@ -2,23 +2,10 @@
 issue 8 asks for, consistently (ratios recomputed from the raw numbers)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_module(module, *args):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from tests._cli import run_module
 
 
 def test_quick_benchmark_json(tmp_path):

@@ -3,15 +3,13 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments import plot, render
+from tests._cli import one_line_error, run_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RET, STD, KL = "PrePolicy/AverageReturn", "Model/EnsembleStd", "Meta/KLPrePost"
 WITHIN = "Diag/StdKLCorrStates"
@@ -77,32 +75,12 @@ def runs(tmp_path):
     return {"parent": str(parent), "ablation": ablation, "baseline": baseline}
 
 
-def run_module(module, args, env=None):
-    e = dict(os.environ, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def png_size(path):
     with open(path, "rb") as f:
         head = f.read(24)
     assert head[:8] == PNG_MAGIC, path
     # IHDR: width and height, big-endian, at bytes 16..24.
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-
-
-def assert_one_line_error(proc, code):
-    assert proc.returncode == code, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------- plot
@@ -153,7 +131,7 @@ def test_pearson_matches_numpy(runs):
 def test_plot_cli_writes_pngs(runs, tmp_path):
     out = tmp_path / "plots"
     args = [runs["parent"], runs["ablation"], runs["baseline"], f"--out={out}", "--logx"]
-    proc = run_module("experiments.plot", args)
+    proc = run_module("experiments.plot", *args)
     assert proc.returncode == 0, proc.stderr
     curves = out / "PrePolicy_AverageReturn_vs_steps_logx.png"
     scatter = out / "ensemble_std_vs_kl.png"
@@ -220,10 +198,10 @@ def test_plot_cli_bad_input(tmp_path):
         (str(tmp_path / "not_a_run"), "no metrics.csv"),
         (str(empty), "has no rows"),
     ):
-        line = assert_one_line_error(run_module("experiments.plot", [arg]), 2)
+        line = one_line_error(run_module("experiments.plot", arg), 2)
         assert words in line, line
     for flag, words in (("--at_steps=1e5,abc", "must be numbers"), ("--at_steps=-5", ">= 0")):
-        line = assert_one_line_error(run_module("experiments.plot", [str(empty), flag]), 2)
+        line = one_line_error(run_module("experiments.plot", str(empty), flag), 2)
         assert words in line, line
 
 
@@ -286,16 +264,18 @@ def test_render_without_gl_says_what_to_install(tmp_path):
     (run_dir / "config.json").write_text(
         config_lib.to_json(config_lib.get_config("hopper", "smoke"))
     )
-    proc = run_module("experiments.render", [str(run_dir)], env={"MUJOCO_GL": "nonexistent"})
-    line = assert_one_line_error(proc, 1)
+    proc = run_module(
+        "experiments.render", str(run_dir), env=dict(os.environ, MUJOCO_GL="nonexistent")
+    )
+    line = one_line_error(proc, 1)
     assert "MUJOCO_GL=nonexistent" in line
     assert "MUJOCO_GL=egl" in line and "libosmesa6" in line
 
 
 def test_render_bad_input(tmp_path):
-    line = assert_one_line_error(run_module("experiments.render", [str(tmp_path / "nope")]), 2)
+    line = one_line_error(run_module("experiments.render", str(tmp_path / "nope")), 2)
     assert "no such directory" in line
-    line = assert_one_line_error(run_module("experiments.render", [str(tmp_path)]), 2)
+    line = one_line_error(run_module("experiments.render", str(tmp_path)), 2)
     assert "no config.json" in line
 
 
@@ -304,9 +284,9 @@ def test_render_writes_gif_or_explains(smoke_run, tmp_path):
 
     out = tmp_path / "hopper.gif"
     args = [smoke_run, f"--out={out}", "--steps=12", "--width=64", "--height=48"]
-    proc = run_module("experiments.render", args, env={"MUJOCO_GL": "egl"})
+    proc = run_module("experiments.render", *args, env=dict(os.environ, MUJOCO_GL="egl"))
     if proc.returncode == 1:  # no EGL here: the one-line message is the contract
-        line = assert_one_line_error(proc, 1)
+        line = one_line_error(proc, 1)
         assert "cannot render" in line
         pytest.skip(f"no GL context: {line}")
     assert proc.returncode == 0, proc.stderr
@@ -314,5 +294,5 @@ def test_render_writes_gif_or_explains(smoke_run, tmp_path):
     with Image.open(out) as im:
         assert im.size == (64, 48) and im.n_frames >= 2
     # A checkpoint step that does not exist is bad input.
-    proc = run_module("experiments.render", [smoke_run, "--checkpoint=7"])
-    assert "not a checkpoint" in assert_one_line_error(proc, 2)
+    proc = run_module("experiments.render", smoke_run, "--checkpoint=7")
+    assert "not a checkpoint" in one_line_error(proc, 2)

@@ -2,16 +2,12 @@
 formula, the KL map's consistency, and the CLI's bad-input handling."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments import policy_plasticity as pp
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests._cli import run_module
 
 
 def test_maps_match_the_fake_models_formula():
@@ -58,13 +54,7 @@ def test_fake_model_step_is_the_true_step_plus_masked_bias(at_goal):
     ],
 )
 def test_bad_input_one_line(args, words, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.policy_plasticity", f"--out={tmp_path}/o", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_module("experiments.policy_plasticity", f"--out={tmp_path}/o", *args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and words in proc.stderr
 
@@ -73,12 +63,6 @@ def test_existing_results_are_never_overwritten(tmp_path):
     out = tmp_path / "done"
     out.mkdir()
     (out / "plasticity.json").write_text("{}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.policy_plasticity", f"--out={out}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_module("experiments.policy_plasticity", f"--out={out}")
     assert proc.returncode == 2 and "exists" in proc.stderr
     assert (out / "plasticity.json").read_text() == "{}"

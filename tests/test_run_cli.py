@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests._cli import ROOT, run_module
+
 NONDETERMINISTIC = ("Time/", "Meta/ModelStepsPerSec")
 
 
@@ -24,15 +25,7 @@ def env():
 
 
 def run_cli(args, env, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.run", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )
+    return run_module("experiments.run", *args, env=env, **kw)
 
 
 def read_rows(run_dir):
