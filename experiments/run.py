@@ -35,7 +35,7 @@ _QUIET = flags.DEFINE_bool("quiet", False, "no per-iteration progress lines")
 
 _OVERRIDES: list[str] = []
 # Fields that do not shape the run's state: a resumed run may change them (e.g. extend it).
-_RESUMABLE_CHANGES = ("num_iterations", "checkpoint_keep")
+_RESUMABLE_CHANGES = ("num_iterations", "total_steps", "checkpoint_keep")
 # Fault injection for the reliability tests: MBMPO_FAULT_INJECT=sigkill:ITERATION:PHASE kills
 # this process with SIGKILL right after PHASE (fit | meta | collect | eval) of ITERATION.
 _FAULT = os.environ.get("MBMPO_FAULT_INJECT", "")
@@ -107,12 +107,14 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def _progress(m: dict, total: int, elapsed_iters: list[float]) -> str:
-    it = int(m["iteration"])
-    eta = (total - it) * (sum(elapsed_iters) / max(len(elapsed_iters), 1))
+def _progress(m: dict, total_iters: int, total_steps: int, secs_per_step: float) -> str:
+    """One line per iteration; the ETA is in real steps, the run's unit of length."""
+    it, steps = int(m["iteration"]), int(m["n_timesteps"])
+    eta = max(total_steps - steps, 0) * secs_per_step
     return (
-        f"it {it:>3}/{total} | steps {int(m['n_timesteps']):>7,} | "
-        f"pre {m['PrePolicy/AverageReturn']:8.1f} post {m['PostPolicy/AverageReturn']:8.1f} | "
+        f"it {it:>3}/{total_iters} | steps {steps:>7,}/{total_steps:,} | "
+        f"pre {m['PrePolicy/AverageReturn']:8.1f} (len {m['PrePolicy/AverageLength']:5.1f}) "
+        f"post {m['PostPolicy/AverageReturn']:8.1f} | "
         f"model val {m['Model/ValidLoss']:.4f} ep {m['Model/EpochsMean']:.0f} | "
         f"fit {m['Time/Fit']:.1f}s meta {m['Time/Meta']:.1f}s "
         f"collect {m['Time/Collect']:.1f}s eval {m['Time/Eval']:.1f}s | "
@@ -189,17 +191,24 @@ def run_one(cfg, run_dir: str, resume: bool) -> None:
             f"({time.perf_counter() - start:.1f}s)",
             flush=True,
         )
-    iter_times: list[float] = []
-    while int(state.iteration) < cfg.num_iterations:
+    total_iters = trainer.num_iterations
+    total_steps = int(state.n_timesteps) + (total_iters - int(state.iteration)) * (
+        trainer.steps_per_iteration
+    )
+    # Seconds per real step over the iterations after the first of this process (the first
+    # includes compilation); the fit grows with the buffer, so the ETA is a lower bound.
+    timed: list[tuple[float, int]] = []
+    while int(state.iteration) < total_iters:
         t0 = time.perf_counter()
+        steps0 = int(state.n_timesteps)
         state, metrics = trainer.iteration(state, _fault_hook(int(state.iteration) + 1))
         writer.write(metrics)
         ckpt.save(int(state.iteration), state)
-        iter_times.append(time.perf_counter() - t0)
-        if len(iter_times) > 1 and len(iter_times) == 2:
-            iter_times.pop(0)  # the first iteration includes compilation
+        timed.append((time.perf_counter() - t0, int(state.n_timesteps) - steps0))
+        recent = timed[1:] or timed
+        secs_per_step = sum(t for t, _ in recent) / max(sum(n for _, n in recent), 1)
         if not _QUIET.value:
-            print(_progress(metrics, cfg.num_iterations, iter_times), flush=True)
+            print(_progress(metrics, total_iters, total_steps, secs_per_step), flush=True)
         if _STOP["requested"]:
             writer.close()
             ckpt.close()
@@ -213,7 +222,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> None:
     writer.close()
     ckpt.close()
     print(
-        f"[{run_dir}] done: {cfg.num_iterations} iterations "
+        f"[{run_dir}] done: {total_iters} iterations, {int(state.n_timesteps):,} real steps "
         f"in {_fmt_time(time.perf_counter() - start)}"
     )
 
@@ -263,7 +272,9 @@ def main(argv):
         f"(tasks split over {n_mesh}) | jax {jax.__version__}"
     )
     print(
-        f"config: env={c0.env} preset={c0.preset} iterations={c0.num_iterations} "
+        f"config: env={c0.env} preset={c0.preset} "
+        f"real steps={c0.initial_random_steps:,} warm-up + "
+        f"{config_lib.iterations_of(c0)} x {config_lib.steps_per_iteration(c0):,} "
         f"models={c0.ensemble.num_models}x{tuple(c0.ensemble.hidden)} "
         f"tasks={c0.meta.meta_batch_size} rollouts/task={c0.meta.rollouts_per_task} "
         f"H={c0.meta.horizon} meta_steps={c0.meta.num_meta_steps} outer={c0.meta.outer} "

@@ -6,9 +6,17 @@ config before anything starts. Every error is a `ConfigError` with a one-line me
 
 Presets:
   paper  the paper's configuration (the default): 5 x (512, 512) models, 20 tasks x 50
-         imagined rollouts x 200 steps, 30 TRPO meta steps, 100 iterations.
-  cpu    tuned to learn within about an hour on 2 CPU cores (smaller models and batches).
+         imagined rollouts x 200 steps, 30 TRPO meta steps, 5,000 warm-up steps, then
+         100 iterations of 4,000 real steps (405,000 real steps).
+  cpu    for 2 CPU cores: 5 x (256, 256) models, 10 tasks x 20 imagined rollouts x 200
+         steps (as far as a real episode lasts), 20 meta steps, 2,000 real steps per
+         iteration; run length per task (HalfCheetah 100k real steps, Hopper 150k, Ant,
+         Walker2d and Swimmer 200k).
   smoke  a whole run in well under 3 minutes on 2 CPU cores (tests, the README's demo).
+
+Run length is counted in real steps, the paper's x-axis: `total_steps` (warm-up included)
+and `steps_per_iteration` (0: `meta_batch_size x horizon`, the paper's 20 x 200) give the
+number of iterations (`iterations_of`); `num_iterations > 0` overrides that count.
 """
 
 from __future__ import annotations
@@ -20,7 +28,16 @@ import ml_collections
 
 from mbmpo_jax.envs.tasks import TASKS
 
-__all__ = ["PRESETS", "ConfigError", "apply_overrides", "get_config", "to_json", "validate"]
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "apply_overrides",
+    "get_config",
+    "iterations_of",
+    "steps_per_iteration",
+    "to_json",
+    "validate",
+]
 
 PRESETS = ("paper", "cpu", "smoke")
 
@@ -35,7 +52,10 @@ def _paper(env: str) -> ml_collections.ConfigDict:
     c.preset = "paper"
     c.seed = 0
     c.horizon = 200  # real episodes
-    c.num_iterations = 100
+    # Run length in real steps (warm-up included): 5,000 + 100 iterations x 4,000.
+    c.total_steps = 405_000
+    c.num_iterations = 0  # > 0: this many iterations, whatever total_steps says
+    c.steps_per_iteration = 0  # real steps per iteration; 0: meta_batch_size x horizon
     c.initial_random_steps = 5000
     c.num_eval_rollouts = 20  # pre-update policy on the real env; not counted as steps
     c.checkpoint_keep = 3
@@ -80,6 +100,32 @@ def _paper(env: str) -> ml_collections.ConfigDict:
     return c
 
 
+# The cpu preset's run length per task (real steps): the paper's HalfCheetah and Hopper
+# comparisons are at 100k (Hopper to 150k, to see whether it holds); the others to 200k.
+_CPU_TOTAL_STEPS = {"halfcheetah": 100_000, "hopper": 150_000}
+
+
+def steps_per_iteration(cfg: ml_collections.ConfigDict) -> int:
+    """Real steps collected per iteration: `steps_per_iteration`, or T x horizon if 0.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    if cfg.steps_per_iteration > 0:
+        return int(cfg.steps_per_iteration)
+    return int(cfg.meta.meta_batch_size * cfg.horizon)
+
+
+def iterations_of(cfg: ml_collections.ConfigDict) -> int:
+    """Iterations of a run: `num_iterations` if > 0, else enough to reach `total_steps`.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    if cfg.num_iterations > 0:
+        return int(cfg.num_iterations)
+    remaining = max(cfg.total_steps - cfg.initial_random_steps, 0)
+    return max(-(-remaining // steps_per_iteration(cfg)), 1)
+
+
 def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collections.ConfigDict:
     """The configuration of `preset` for task `env` (ConfigError if either is unknown).
 
@@ -92,7 +138,7 @@ def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collection
     c = _paper(env)
     c.preset = preset
     if preset == "cpu":
-        c.num_iterations = 50
+        c.total_steps = _CPU_TOTAL_STEPS.get(env, 200_000)
         c.initial_random_steps = 4000
         c.num_eval_rollouts = 10
         c.ensemble.hidden = (256, 256)
@@ -100,12 +146,12 @@ def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collection
         c.ensemble.weight_norm = False
         c.meta.meta_batch_size = 10
         c.meta.rollouts_per_task = 20
-        c.meta.horizon = 100
+        c.meta.horizon = 200
         c.meta.num_meta_steps = 20
     elif preset == "smoke":
         c.horizon = 50
-        c.num_iterations = 2
         c.initial_random_steps = 400
+        c.total_steps = 800  # the warm-up + 2 iterations of 4 x 50 real steps
         c.num_eval_rollouts = 2
         c.checkpoint_keep = 2
         c.ensemble.num_models = 2
@@ -180,7 +226,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(cfg.env in TASKS, f"env: unknown {cfg.env!r}; valid: {', '.join(TASKS)}")
     positive = {
         "horizon": cfg.horizon,
-        "num_iterations": cfg.num_iterations,
+        "total_steps": cfg.total_steps,
         "num_eval_rollouts": cfg.num_eval_rollouts,
         "checkpoint_keep": cfg.checkpoint_keep,
         "ensemble.num_models": cfg.ensemble.num_models,
@@ -205,6 +251,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     for name, value in positive.items():
         need(value > 0, f"{name} must be positive, got {value}")
     need(cfg.initial_random_steps >= 0, "initial_random_steps must be >= 0")
+    need(cfg.num_iterations >= 0, "num_iterations must be >= 0 (0: derived from total_steps)")
+    need(
+        cfg.steps_per_iteration >= 0,
+        "steps_per_iteration must be >= 0 (0: meta_batch_size x horizon)",
+    )
     for name, sizes in (
         ("ensemble.hidden", cfg.ensemble.hidden),
         ("policy.hidden", cfg.policy.hidden),

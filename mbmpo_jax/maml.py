@@ -52,6 +52,7 @@ __all__ = [
     "make_meta_train",
     "masked_mean",
     "meta_kl_hvp",
+    "pooled_kl",
     "meta_objective",
     "pg_surrogate",
     "ppo_outer_step",
@@ -336,6 +337,22 @@ def task_kl(
     return masked_mean(pol.kl(old_dist[0], old_dist[1], mean, log_std), batch.mask)
 
 
+def pooled_kl(
+    old_dist: tuple[jax.Array, jax.Array], new_params: Params, batch: PolicyBatch
+) -> jax.Array:
+    """``mean KL(old || new)`` over the valid samples of all tasks together (scalar).
+
+    The TRPO constraint of the authors' code (the per-task KLs concatenated, then one
+    mean): each valid sample weighs the same, so a task whose rollouts terminate early
+    (fewer samples) weighs less than under a mean of per-task means.
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
+    mean, log_std = jax.vmap(pol.apply)(new_params, batch.obs)
+    kl = pol.kl(old_dist[0], old_dist[1], mean, log_std)
+    return jnp.sum(kl * batch.mask) / jnp.maximum(jnp.sum(batch.mask), 1.0)
+
+
 def meta_kl_hvp(
     theta: Params,
     pre_batches: tuple[PolicyBatch, ...],
@@ -344,7 +361,7 @@ def meta_kl_hvp(
     inner_lr: float,
 ) -> Callable[[Params], Params]:
     """``v -> H v`` with ``H`` the Hessian in ``theta`` of the outer step's KL constraint
-    ``mean_k KL(old_dist_k || pi_{theta'_k(theta)})`` at ``theta``, where ``old_dist`` are
+    ``pooled_kl(old_dist, theta'(theta), post)`` at ``theta``, where ``old_dist`` are
     the post-update policies of this same ``theta`` (so the KL is at its minimum).
 
     Gauss-Newton form ``J^T F J``: ``J = d theta' / d theta`` and ``F`` the Fisher matrix
@@ -375,9 +392,9 @@ def meta_kl_hvp(
     out_fn = lambda pp: jax.vmap(pol.apply)(pp, post.obs)  # ([T, R, H, A], [T, R, H, A])
     (_, out_log_std), out_jvp = jax.linearize(out_fn, post_params)
     out_vjp = jax.linear_transpose(out_jvp, post_params)
-    # d^2 KL / d out^2 at the old outputs, times each sample's weight in mean_k mean_{r,h}
-    count = jnp.maximum(jnp.sum(post.mask, axis=(-2, -1), keepdims=True), 1.0)
-    weight = (post.mask / count / num_tasks)[..., None]
+    # d^2 KL / d out^2 at the old outputs, times each sample's weight in the pooled mean
+    # over all valid samples of all tasks (`pooled_kl`)
+    weight = (post.mask / jnp.maximum(jnp.sum(post.mask), 1.0))[..., None]
     mean_curv = weight * jnp.exp(-2.0 * old_dist[1])
     del out_log_std  # equals old_dist[1]; the curvature uses the old one as the KL does
 
@@ -416,8 +433,9 @@ def trpo_outer_step(
 ) -> tuple[Params, OuterInfo]:
     """The paper's outer step: TRPO on the meta-objective with the post-update KL bound.
 
-    The constraint is ``mean_k KL(pi_old post_k || pi_new post_k)`` on the post samples,
-    where the new post-update params are recomputed from the candidate ``theta``.
+    The constraint is ``KL(pi_old post_k || pi_new post_k)`` averaged over all valid post
+    samples of all tasks (``pooled_kl``, as the authors' code), where the new post-update
+    params are recomputed from the candidate ``theta``.
 
     Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
@@ -428,7 +446,7 @@ def trpo_outer_step(
     def loss_and_kl(th):
         post_params = adapt(th, pre_batches, cfg.inner_lr)
         loss = -lr_surrogate(post_params, post)
-        return loss, jnp.mean(task_kl(old_dist, post_params, post))
+        return loss, pooled_kl(old_dist, post_params, post)
 
     new_theta, info = trpo_lib.trpo_update(
         lambda th: loss_and_kl(th)[0],

@@ -12,15 +12,18 @@ environments. The run's whole state is the explicit `TrainState` pytree: `iterat
 maps a state to the next one, deterministically for a given state, so a checkpoint of
 `TrainState` resumes a run exactly.
 
-Per iteration (after the warm-up of `initial_random_steps` uniform-random steps):
+Per iteration (after the warm-up of `initial_random_steps` uniform-random steps, taken
+with T environments that restart their episodes as they end):
   1. fit the ensemble on the buffer (per-model early stopping);
   2. `num_meta_steps` meta steps on the ensemble (pre-sample, inner step, post-sample,
      outer TRPO/PPO step);
-  3. collect T real rollouts with the T post-update policies of the last meta step
-     (tailored exploration) -> buffer; these steps are counted (`n_timesteps`) and their
-     returns are `PostPolicy/AverageReturn`;
-  4. evaluate the pre-update policy on `num_eval_rollouts` real episodes (not counted):
-     `PrePolicy/AverageReturn`, the number the paper plots.
+  3. collect `config.steps_per_iteration(cfg)` real steps (the paper's T x horizon) with
+     T environments, environment i always acting with post-update policy i of the last
+     meta step (tailored exploration) and restarting from the reset distribution when its
+     episode ends -> buffer; these steps are counted (`n_timesteps`) and the returns of
+     the episodes that ended are `PostPolicy/AverageReturn`;
+  4. evaluate the pre-update policy on `num_eval_rollouts` complete real episodes (not
+     counted): `PrePolicy/AverageReturn`, the number the paper plots.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import ml_collections
 import numpy as np
 
 from mbmpo_jax import buffer as buffer_lib
+from mbmpo_jax import config as config_lib
 from mbmpo_jax import dynamics, maml, sharding
 from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.envs import native
@@ -169,6 +173,14 @@ def _all_finite(tree) -> bool:
     )
 
 
+def _mean_or_nan(x: np.ndarray) -> float:
+    return float(np.mean(x)) if x.size else float("nan")
+
+
+def _std_or_nan(x: np.ndarray) -> float:
+    return float(np.std(x)) if x.size else float("nan")
+
+
 def _nanmean(values) -> float:
     """Mean of the finite entries (nan if none: e.g. the std-KL r's at alpha = 0)."""
     v = np.asarray(values, np.float64)
@@ -185,6 +197,63 @@ def _model_diagnostics(ens: dynamics.EnsembleState, obs, act, next_obs, mask):
     err = jnp.sum(jnp.mean(jnp.square(pred.mean(0) - next_obs), axis=-1) * w)
     finite = jnp.all(jnp.isfinite(pred))
     return std, err, finite
+
+
+# Open-loop horizons at which the models' multi-step error on fresh real data is logged.
+_OPEN_LOOP_STEPS = (1, 10, 50, 100)
+
+
+@jax.jit
+def _open_loop_error(ens: dynamics.EnsembleState, obs, act, first, inv_var):
+    """Each model's open-loop prediction error along the real episodes of a collection.
+
+    Every episode is replayed in each model from its real first observation with the
+    real actions; `err [S, K, N]` is the squared error of the k-step prediction of
+    `obs[:, t]` (k = `age [S, N]`, steps since the episode began), averaged over
+    observation dims each scaled by `inv_var` (1 / the real observations' variance: 1.0
+    is as bad as predicting the batch mean).
+    """
+    models = dynamics.model_params(ens)
+    k = jax.tree.leaves(models)[0].shape[0]
+    n = obs.shape[0]
+    step_all = jax.vmap(dynamics.model_step)  # [K] models on [K, N, O]
+
+    def body(carry, xs):
+        pred, age = carry
+        o, a, f = xs
+        pred = jnp.where(f[None, :, None], o[None], pred)
+        age = jnp.where(f, 0, age)
+        err = jnp.mean(jnp.square(pred - o[None]) * inv_var, axis=-1)  # [K, N]
+        return (step_all(models, pred, jnp.broadcast_to(a, (k, *a.shape))), age + 1), (err, age)
+
+    init = (jnp.zeros((k, *obs[:, 0].shape), obs.dtype), jnp.zeros((n,), jnp.int32))
+    xs = (jnp.swapaxes(obs, 0, 1), jnp.swapaxes(act, 0, 1), jnp.swapaxes(first, 0, 1))
+    _, (err, age) = jax.lax.scan(body, init, xs)
+    return err, age
+
+
+def open_loop_metrics(ens: dynamics.EnsembleState, collected: native.Collection) -> dict:
+    """`Model/OpenLoopErr{k}`: mean normalised k-step open-loop error (see `_open_loop_error`)
+    over models and the collection's episodes that lasted k steps (nan if none did).
+
+    Transforms: host-side (reads a `native.Collection`); not for jit/vmap/grad.
+    """
+    b = collected.batch
+    valid = b.obs[b.mask]
+    inv_var = 1.0 / (valid.var(axis=0) + 1e-6)
+    err, age = jax.device_get(
+        _open_loop_error(ens, b.obs, b.act, collected.first, inv_var.astype(np.float32))
+    )
+    mask = b.mask.T  # [S, N]
+    out = {}
+    for k in _OPEN_LOOP_STEPS:
+        sel = (age == k) & mask
+        out[f"Model/OpenLoopErr{k}"] = (
+            float(np.mean(err[np.broadcast_to(sel[:, None], err.shape)]))
+            if sel.any()
+            else float("nan")
+        )
+    return out
 
 
 class Trainer:
@@ -219,8 +288,8 @@ class Trainer:
         t = self.meta_cfg.meta_batch_size
         self.collect_env = native.NativeEnv(self.task, t)
         self.eval_env = native.NativeEnv(self.task, cfg.num_eval_rollouts)
-        # Real batches have a fixed padded size so that adding them never recompiles.
-        self._pad = t * self.task.horizon
+        self.steps_per_iteration = config_lib.steps_per_iteration(cfg)
+        self.num_iterations = config_lib.iterations_of(cfg)
         # Tasks are split over all local devices (a single device is the mesh of one).
         self.mesh = sharding.task_mesh(t)
         self._replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
@@ -252,28 +321,31 @@ class Trainer:
         )
 
     def init(self, key: jax.Array) -> TrainState:
-        """A fresh state whose buffer holds `initial_random_steps` uniform-random steps."""
+        """A fresh state whose buffer holds `initial_random_steps` uniform-random steps.
+
+        The warm-up is collected like an iteration's data: T environments restarting their
+        episodes as they end, until exactly `initial_random_steps` steps are taken.
+        """
         state = self.empty_state(key)
         target = self.cfg.initial_random_steps
-        buf, got, key = state.buffer, 0, state.key
-        uniform = native.uniform_policy(self.task)
-        while got < target:
-            key, k = jax.random.split(key)
-            batch = native.rollout(self.collect_env, uniform, None, k)
-            buf, n = self._add(buf, batch, limit=target - got)
-            got += n
+        if target == 0:
+            return state
+        key, k = jax.random.split(state.key)
+        warm = native.collect(self.collect_env, native.uniform_policy(self.task), None, k, target)
+        buf = self._add(state.buffer, warm.batch)
         return dataclasses.replace(
-            state, buffer=buf, key=key, n_timesteps=jnp.asarray(got, jnp.int32)
+            state, buffer=buf, key=key, n_timesteps=jnp.asarray(warm.num_steps, jnp.int32)
         )
 
-    def _add(self, buf, batch: native.RealBatch, limit: int | None = None):
+    def _add(self, buf, batch: native.RealBatch):
+        """The batch's valid transitions into the buffer, padded to the batch's full size
+        (one compiled add per collection size: the warm-up's and the iterations')."""
         obs, act, next_obs = batch.transitions()
-        n = obs.shape[0] if limit is None else min(obs.shape[0], limit)
-        if not (np.isfinite(obs[:n]).all() and np.isfinite(next_obs[:n]).all()):
+        if not (np.isfinite(obs).all() and np.isfinite(next_obs).all()):
             raise NonFiniteError(f"{self.task.name}: the simulator returned NaN/inf observations")
-        pad = lambda x: np.pad(x[:n], ((0, self._pad - n), (0, 0)))
-        buf = buffer_lib.add_prefix(buf, pad(obs), pad(act), pad(next_obs), np.int32(n))
-        return buf, n
+        n, size = obs.shape[0], batch.mask.size
+        pad = lambda x: np.pad(x, ((0, size - n), (0, 0)))
+        return buffer_lib.add_prefix(buf, pad(obs), pad(act), pad(next_obs), np.int32(n))
 
     def train(
         self,
@@ -281,7 +353,7 @@ class Trainer:
         num_iterations: int | None = None,
         callback: Callable[[TrainState, dict[str, float]], None] | None = None,
     ) -> tuple[TrainState, list[dict[str, float]]]:
-        """`init` then `num_iterations` (default the config's) iterations, in memory.
+        """`init` then `num_iterations` (default: `config.iterations_of(cfg)`) iterations.
 
         `callback(state, metrics)` runs after every iteration (logging, early exit by
         raising). Returns the final state and the metrics of every iteration. The CLI
@@ -290,7 +362,7 @@ class Trainer:
         """
         state = self.init(key)
         history = []
-        for _ in range(self.cfg.num_iterations if num_iterations is None else num_iterations):
+        for _ in range(self.num_iterations if num_iterations is None else num_iterations):
             state, metrics = self.iteration(state)
             history.append(metrics)
             if callback is not None:
@@ -337,8 +409,12 @@ class Trainer:
         on_phase("meta")
 
         start = time.perf_counter()
-        batch = native.rollout(self.collect_env, act_per_env, post_params, k_collect)
-        buf, n_new = self._add(state.buffer, batch)
+        collected = native.collect(
+            self.collect_env, act_per_env, post_params, k_collect, self.steps_per_iteration
+        )
+        batch = collected.batch
+        buf = self._add(state.buffer, batch)
+        n_new = collected.num_steps
         times["collect"] = time.perf_counter() - start
         on_phase("collect")
 
@@ -372,8 +448,11 @@ class Trainer:
             "PrePolicy/AverageReturn": float(evaluation.returns.mean()),
             "PrePolicy/StdReturn": float(evaluation.returns.std()),
             "PrePolicy/AverageLength": float(evaluation.mask.sum(1).mean()),
-            "PostPolicy/AverageReturn": float(batch.returns.mean()),
-            "PostPolicy/StdReturn": float(batch.returns.std()),
+            # episodes of the adapted policies that ended within the collection
+            "PostPolicy/AverageReturn": _mean_or_nan(collected.episode_returns),
+            "PostPolicy/StdReturn": _std_or_nan(collected.episode_returns),
+            "PostPolicy/AverageLength": _mean_or_nan(collected.episode_lengths),
+            "PostPolicy/NumEpisodes": float(collected.episode_returns.size),
             "Model/TrainLoss": float(np.mean(fit_info.train_loss)),
             "Model/ValidLoss": float(np.mean(fit_info.valid_loss)),
             "Model/EpochsMean": float(np.mean(fit_info.epochs)),
@@ -391,7 +470,9 @@ class Trainer:
                     diags.model_std, diags.kl_pre_post, np.ones_like(diags.kl_pre_post)
                 )
             ),
+            **open_loop_metrics(ens, collected),
             "Meta/ImaginedPreReturn": float(np.mean(last.pre_return)),
+            "Meta/ImaginedPreLength": float(np.mean(last.alive_frac) * self.meta_cfg.horizon),
             "Meta/ImaginedPostReturn": float(np.mean(last.post_return)),
             "Meta/AcceptRate": float(np.mean(diags.accepted)),
             "Meta/NonFiniteSteps": float(np.sum(diags.nonfinite)),

@@ -281,7 +281,7 @@ def test_gauss_newton_kl_hvp_equals_hessian(x64):
     post = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
     alpha = 0.3
     old_dist = jax.vmap(pol.apply)(maml.adapt(theta, pre, alpha), post.obs)
-    kl_fn = lambda th: jnp.mean(maml.task_kl(old_dist, maml.adapt(th, pre, alpha), post))
+    kl_fn = lambda th: maml.pooled_kl(old_dist, maml.adapt(th, pre, alpha), post)
     x0, unravel = ravel_pytree(theta)
     v = jnp.asarray(rng.normal(size=x0.shape))
     hvp = jax.jit(lambda th, vv: maml.meta_kl_hvp(th, pre, post, old_dist, alpha)(vv))
@@ -291,6 +291,37 @@ def test_gauss_newton_kl_hvp_equals_hessian(x64):
     eps = 1e-5
     ref = (grad(x0 + eps * v) - grad(x0 - eps * v)) / (2 * eps)
     np.testing.assert_allclose(hv, ref, rtol=1e-6, atol=1e-9)
+
+
+def test_pooled_kl_weighs_every_valid_sample_equally(x64):
+    """The TRPO constraint is the authors' concatenated mean: one mean over the valid
+    samples of all tasks (a numpy loop over samples), which differs from the mean of
+    per-task means when the tasks hold different numbers of valid samples."""
+    rng = np.random.default_rng(7)
+    t, r, h, o, a = 3, 2, 5, 2, 2
+    new = pol.init(jax.random.PRNGKey(7), o, a, hidden=(4,), init_std=0.7)
+    new = maml.broadcast_tasks(jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), new), t)
+    batch = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
+    batch = batch._replace(mask=batch.mask.at[0].set(0.0).at[0, 0, 0].set(1.0))  # task 0: 1
+    old_mean = jnp.asarray(rng.normal(size=(t, r, h, a)))
+    old_log_std = jnp.asarray(rng.normal(size=(t, r, h, a)) * 0.3)
+    got = float(maml.pooled_kl((old_mean, old_log_std), new, batch))
+    total, count = 0.0, 0
+    for i in range(t):
+        p_i = jax.tree.map(lambda v, i=i: v[i], new)
+        for j in range(r):
+            for k in range(h):
+                if batch.mask[i, j, k]:
+                    m, ls = pol.apply(p_i, batch.obs[i, j, k])
+                    s0, s1 = np.exp(np.asarray(old_log_std[i, j, k])), np.exp(np.asarray(ls))
+                    d = np.asarray(m) - np.asarray(old_mean[i, j, k])
+                    total += float(
+                        np.sum(np.log(s1 / s0) + (s0**2 + d**2) / (2 * s1**2) - 0.5)
+                    )
+                    count += 1
+    np.testing.assert_allclose(got, total / count, rtol=1e-10)
+    per_task = float(jnp.mean(maml.task_kl((old_mean, old_log_std), new, batch)))
+    assert abs(per_task - got) > 1e-3 * abs(got)
 
 
 # ----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 
 from mbmpo_jax.envs.tasks import TaskSpec
 
-__all__ = ["NativeEnv", "RealBatch", "rollout", "uniform_policy"]
+__all__ = ["Collection", "NativeEnv", "RealBatch", "collect", "rollout", "uniform_policy"]
 
 # act_fn(params, key, obs [N, O]) -> act [N, A]; pure JAX.
 ActFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -101,6 +101,23 @@ class NativeEnv:
 
         qpos, qvel = (np.asarray(x, np.float64) for x in self._reset_states(key))
         for i, d in enumerate(self.datas):
+            mujoco.mj_resetData(self.model, d)
+            d.qpos[:] = qpos[i]
+            d.qvel[:] = qvel[i]
+            mujoco.mj_forward(self.model, d)
+        return self.observe()
+
+    def reset_some(self, key: jax.Array, which: np.ndarray) -> np.ndarray:
+        """Resets the environments where `which [N]` is True (others untouched); returns [N, O].
+
+        The new states are drawn from the reset distribution exactly as `reset` draws
+        them (one batched draw for all N, of which the selected rows are used).
+        """
+        import mujoco
+
+        qpos, qvel = (np.asarray(x, np.float64) for x in self._reset_states(key))
+        for i in np.flatnonzero(which):
+            d = self.datas[i]
             mujoco.mj_resetData(self.model, d)
             d.qpos[:] = qpos[i]
             d.qvel[:] = qvel[i]
@@ -248,6 +265,128 @@ def rollout(
     reward = np.asarray(_rewards(task, obs_buf, act_buf, next_buf))
     done = np.asarray(_reward_done(task, obs_buf, act_buf, next_buf)[1]) & mask
     return RealBatch(obs_buf, act_buf, next_buf, reward, done, mask)
+
+
+class Collection(NamedTuple):
+    """Real steps of N environments under a step budget, episodes restarting as they end.
+
+    Attributes:
+      batch: `RealBatch` with `[N, S]` leaves, `S = ceil(num_steps / N)`; `mask` marks the
+        steps taken (every entry but the tail of the last column when N does not divide
+        the budget); `done` marks transitions that terminated their episode. Several
+        episodes may share a row: `first` says where each begins.
+      first: `[N, S]` bool, the step is the first of an episode (its `obs` was drawn from
+        the reset distribution).
+      episode_returns: `[E]` undiscounted returns of the episodes that ended inside the
+        collection (terminated, or reached the task's horizon), in row-major order.
+      episode_lengths: `[E]` their lengths. Episodes cut off by the end of the budget are
+        in `batch` (their transitions are real data) but not here.
+    """
+
+    batch: RealBatch
+    first: np.ndarray
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+
+    @property
+    def num_steps(self) -> int:
+        """Real transitions taken (equals the budget asked for)."""
+        return self.batch.num_steps
+
+
+def collect(
+    env: NativeEnv,
+    act_fn: ActFn,
+    params: Any,
+    key: jax.Array,
+    num_steps: int,
+    horizon: int | None = None,
+) -> Collection:
+    """Takes exactly `num_steps` real steps with N environments, resetting each as it ends.
+
+    The authors' sampler: every environment starts from a reset, keeps stepping, and starts
+    a new episode from the reset distribution whenever its episode terminates (`done`) or
+    reaches `horizon` steps, until the batch holds the budget. Environment i always acts
+    with row i of `params` when `act_fn` is per-environment (e.g. `mbmpo.act_per_env`:
+    the T adapted policies, tailored exploration). Shapes are fixed by `(N, num_steps)`,
+    so repeated calls with the same budget compile nothing new.
+
+    Args:
+      env: the N environments (all reset at the start).
+      act_fn: `(params, key, obs [N, O]) -> act [N, A]`, as in `rollout`.
+      params: passed to `act_fn`.
+      key: PRNG key (resets and actions).
+      num_steps: the budget; the steps are spread over the environments time-major, so
+        each takes `ceil(num_steps / N)` steps or one fewer.
+      horizon: the episode length limit; default the task's.
+
+    Returns:
+      `Collection`; `collection.num_steps == num_steps`.
+
+    Transforms: host-side (steps MuJoCo); not for jit/vmap/grad.
+    """
+    task = env.task
+    horizon = task.horizon if horizon is None else int(horizon)
+    n, o_dim, a_dim = env.num_envs, env.obs_dim, env.act_dim
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    steps = -(-int(num_steps) // n)
+    # Envs 0..last_active-1 take the last time step: exactly num_steps in all.
+    active_last = np.arange(n) < (int(num_steps) - n * (steps - 1))
+    all_active = np.ones(n, bool)
+    key, reset_key, act_key = jax.random.split(key, 3)
+    reset_keys = jax.random.split(reset_key, steps)
+    step_keys = jax.random.split(act_key, steps)
+    obs = env.reset(reset_keys[0])
+    obs_buf = np.zeros((n, steps, o_dim), np.float32)
+    act_buf = np.zeros((n, steps, a_dim), np.float32)
+    next_buf = np.zeros((n, steps, o_dim), np.float32)
+    mask = np.zeros((n, steps), bool)
+    first = np.zeros((n, steps), bool)
+    first[:, 0] = True
+    ep_len = np.zeros(n, np.int64)
+    for t in range(steps):
+        act, done = _act_and_done(task, act_fn, params, step_keys[t], obs, t == 0)
+        ended = np.asarray(done) | (ep_len >= horizon)
+        if t > 0 and ended.any():
+            # New episodes from the reset distribution, then act again on their first
+            # observations (the other environments' actions are unchanged: same key).
+            obs = env.reset_some(reset_keys[t], ended)
+            act, _ = _act_and_done(task, act_fn, params, step_keys[t], obs, True)
+            ep_len[ended] = 0
+            first[ended, t] = True
+        active = active_last if t == steps - 1 else all_active
+        act = env.check_action(np.asarray(act)).astype(np.float32)
+        next_obs = env.physics_step(act, active=active)
+        obs_buf[:, t], act_buf[:, t], next_buf[:, t] = obs, act, next_obs
+        mask[:, t] = active
+        ep_len += active
+        obs = next_obs
+    reward, done = (np.asarray(x) for x in _reward_done(task, obs_buf, act_buf, next_buf))
+    reward = np.where(mask, reward, 0.0).astype(np.float32)
+    done = done & mask
+    returns, lengths = _complete_episodes(reward, done, first, mask, horizon)
+    batch = RealBatch(obs_buf, act_buf, next_buf, reward, done, mask)
+    return Collection(batch, first, returns, lengths)
+
+
+def _complete_episodes(reward, done, first, mask, horizon):
+    """Returns and lengths of the episodes that ended (done or `horizon` steps), host-side."""
+    returns, lengths = [], []
+    for i in range(reward.shape[0]):
+        ret, length = 0.0, 0
+        for t in range(reward.shape[1]):
+            if not mask[i, t]:
+                break
+            if first[i, t]:
+                ret, length = 0.0, 0
+            ret += float(reward[i, t])
+            length += 1
+            if done[i, t] or length == horizon:
+                returns.append(ret)
+                lengths.append(length)
+                ret, length = 0.0, 0
+    return np.asarray(returns, np.float64), np.asarray(lengths, np.int64)
 
 
 def steps_per_second(task: TaskSpec, num_envs: int = 20, steps: int = 200, repeats: int = 3):
