@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from absl import flags
+from absl import app, flags
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
@@ -37,3 +38,27 @@ def own_flags_parser(
         return rest
 
     return parse
+
+
+def run_and_exit(main: Callable[[list[str]], Any], flags_parser: Callable) -> NoReturn:
+    """`absl.app.run(main)`, then a hard exit with its code once stdout/stderr are flushed.
+
+    Orbax's tensorstore threads can call back into an asyncio loop that interpreter
+    shutdown has closed, after a failed restore or a failed write, printing dozens of
+    "Event loop is closed" tracebacks after the CLI's own one-line message. Everything the
+    CLIs write is complete by then (files by atomic rename, checkpoints closed), so the
+    process ends without running that shutdown.
+    """
+    code: Any = 0
+    try:
+        app.run(main, flags_parser=flags_parser)
+    except SystemExit as e:
+        code = e.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

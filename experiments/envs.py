@@ -8,14 +8,17 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments import _quiet
-from experiments._cli import fail
+from experiments._cli import fail, own_flags_parser
 from mbmpo_jax.envs import native
 from mbmpo_jax.envs.tasks import TASKS, get_task
 
-_NUM_ENVS = flags.DEFINE_integer("num_envs", 20, "parallel environments")
-_STEPS = flags.DEFINE_integer("steps", 200, "steps per measurement")
-_NO_MJX = flags.DEFINE_bool("no_mjx", False, "skip the MJX measurement (slow to compile)")
-_TASKS = flags.DEFINE_list("tasks", list(TASKS), "tasks to list")
+_FLAGS = flags.FlagValues()
+_NUM_ENVS = flags.DEFINE_integer("num_envs", 20, "parallel environments", flag_values=_FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 200, "steps per measurement", flag_values=_FLAGS)
+_NO_MJX = flags.DEFINE_bool(
+    "no_mjx", False, "skip the MJX measurement (slow to compile)", flag_values=_FLAGS
+)
+_TASKS = flags.DEFINE_list("tasks", list(TASKS), "tasks to list", flag_values=_FLAGS)
 
 
 def main(argv):
@@ -47,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

@@ -25,10 +25,10 @@ import os
 import sys
 import warnings
 
-from absl import app, flags
+from absl import flags
 
 from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
-from experiments._cli import fail, own_flags_parser
+from experiments._cli import fail, own_flags_parser, run_and_exit
 
 # A FlagValues of its own: the CLIs can be imported together (tests) without clashing flags.
 _FLAGS = flags.FlagValues()
@@ -300,4 +300,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))
+    run_and_exit(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

@@ -32,6 +32,7 @@ class Checkpointer:
         logging.getLogger("absl").setLevel(logging.WARNING)
         self._ocp = ocp
         self.directory = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+        self._unreadable = self.directory + ".unreadable"
         # Synchronous saves: the run waits for every checkpoint anyway, and orbax's async
         # commit thread can stall for its 300 s timeout when a signal (Ctrl-C) lands
         # mid-save; without it a signal only ever sets the run's stop flag.
@@ -86,6 +87,39 @@ class Checkpointer:
                     f"this run expects {np.shape(b)}"
                 )
         return restored
+
+    def restore_newest(self, like: Any) -> tuple[int, Any, list[str]]:
+        """Restores the newest checkpoint that can be read, falling back to older ones.
+
+        Returns `(step, state, skipped)`, `skipped` one line per newer checkpoint that could
+        not be restored (corrupt, or of another configuration); those are moved, not
+        deleted, to `checkpoints.unreadable/<step>` beside `checkpoints/`, so that the run
+        can write its steps again. Raises CheckpointError if there is none or none can be
+        read (then nothing is moved).
+        """
+        skipped: list[str] = []
+        bad: list[int] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state = self.restore(step, like)
+            except CheckpointError as e:
+                skipped.append(f"{str(e)[:300]}; moved to {self._unreadable}")
+                bad.append(step)
+                continue
+            for b in bad:
+                os.makedirs(self._unreadable, exist_ok=True)
+                target = os.path.join(self._unreadable, str(b))
+                suffix = 0
+                while os.path.exists(target):
+                    suffix += 1
+                    target = os.path.join(self._unreadable, f"{b}.{suffix}")
+                os.rename(os.path.join(self.directory, str(b)), target)
+            if bad:
+                self._manager.reload()
+            return step, state, skipped
+        if not skipped:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        raise CheckpointError(f"no checkpoint in {self.directory} can be restored: {skipped[0]}")
 
     def close(self) -> None:
         self._manager.close()

@@ -22,6 +22,8 @@ number of iterations (`iterations_of`); `num_iterations > 0` overrides that coun
 from __future__ import annotations
 
 import json
+import math
+import os
 from typing import Any
 
 import ml_collections
@@ -32,6 +34,8 @@ __all__ = [
     "PRESETS",
     "ConfigError",
     "apply_overrides",
+    "check_memory",
+    "estimate_memory",
     "get_config",
     "iterations_of",
     "steps_per_iteration",
@@ -224,6 +228,13 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(msg)
 
     need(cfg.env in TASKS, f"env: unknown {cfg.env!r}; valid: {', '.join(TASKS)}")
+    need(
+        isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**31,
+        f"seed must be in [0, 2**31), got {cfg.seed}",
+    )
+    for path, value in _leaves(cfg):
+        if isinstance(value, float):
+            need(math.isfinite(value), f"{path} must be finite, got {value}")
     positive = {
         "horizon": cfg.horizon,
         "total_steps": cfg.total_steps,
@@ -294,6 +305,97 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     )
 
 
+def _leaves(node: ml_collections.ConfigDict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+_F32 = 4  # bytes
+
+
+def estimate_memory(cfg: ml_collections.ConfigDict) -> dict[str, int]:
+    """Bytes the run's largest arrays need, per phase, from the config alone (no JAX).
+
+    A deliberately generous upper estimate (about 2-3x what the paper's configuration
+    measures), meant to refuse configurations that cannot fit (a 15 TB imagination, a
+    1e10-row buffer), not to budget tight ones:
+      buffer: the FIFO's three arrays, plus the fit's normalised and shuffled copies;
+      ensemble: K models' params, gradients and Adam moments, and one minibatch's
+        activations through forward and backward;
+      imagination: every imagined sample of a meta step (pre and post phases) with the
+        residuals the inner step, the meta-gradient and TRPO's curvature keep per sample;
+      real_data: the collection's and the evaluation's [N, S] arrays.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    task = TASKS[cfg.env]
+    o, a = task.obs_dim, task.act_dim
+    k = cfg.ensemble.num_models
+    sizes = [o + a, *cfg.ensemble.hidden, o]
+    model_params = sum(i * j + j for i, j in zip(sizes[:-1], sizes[1:], strict=False))
+    transition = 2 * o + a
+    buffer = cfg.ensemble.buffer_size * transition * _F32 * (1 + 3)
+    ensemble = k * model_params * _F32 * 4 + (
+        k * cfg.ensemble.batch_size * sum(cfg.ensemble.hidden) * _F32 * 4
+    )
+    m = cfg.meta
+    samples = m.meta_batch_size * m.rollouts_per_task * m.horizon
+    per_sample = o + a + 8 + 4 * sum(cfg.policy.hidden)
+    imagination = samples * (m.num_inner_steps + 1) * per_sample * _F32 * 3
+    budget = steps_per_iteration(cfg)
+    per_env = -(-max(budget, cfg.initial_random_steps) // m.meta_batch_size)
+    real_data = (
+        (m.meta_batch_size * per_env + cfg.num_eval_rollouts * cfg.horizon)
+        * (transition + 4)
+        * _F32
+        * 2
+    )
+    return {
+        "buffer": int(buffer),
+        "ensemble": int(ensemble),
+        "imagination": int(imagination),
+        "real_data": int(real_data),
+    }
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation on this machine (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: ml_collections.ConfigDict, available: int | None = None) -> dict[str, int]:
+    """Raises ConfigError (one line) if `estimate_memory(cfg)` exceeds `available` bytes
+    (default: this machine's available memory); returns the estimate.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    est = estimate_memory(cfg)
+    if available is None:
+        available = _available_memory()
+    total = sum(est.values())
+    if available is not None and total > available:
+        gib = lambda b: f"{b / 2**30:,.1f} GiB"
+        parts = ", ".join(f"{k} {gib(v)}" for k, v in sorted(est.items(), key=lambda kv: -kv[1]))
+        raise ConfigError(
+            f"this configuration needs about {gib(total)} ({parts}); "
+            f"the machine has {gib(available)} available: reduce the largest"
+        )
+    return est
+
+
 def to_json(cfg: ml_collections.ConfigDict) -> str:
     """The config as stable, sorted JSON (tuples become lists).
 
@@ -304,19 +406,39 @@ def to_json(cfg: ml_collections.ConfigDict) -> str:
 
 def from_json(text: str) -> ml_collections.ConfigDict:
     """Inverse of `to_json` (lists back to tuples where the defaults have tuples)."""
-    raw = json.loads(text)
-    cfg = get_config(raw["env"], raw.get("preset", "paper"))
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config.json: not JSON ({e})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("env"), str):
+        raise ConfigError("config.json: expected an object with an 'env' name")
+    cfg = get_config(raw["env"], str(raw.get("preset", "paper")))
 
     def fill(node: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
         for key, value in values.items():
             if key not in node:
                 raise ConfigError(f"config.json: unknown field {prefix}{key}")
-            if isinstance(node[key], ml_collections.ConfigDict):
-                fill(node[key], value, f"{prefix}{key}.")
-            elif isinstance(node[key], tuple):
-                node[key] = tuple(value)
-            else:
+            current = node[key]
+            if isinstance(current, ml_collections.ConfigDict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config.json: {prefix}{key} must be a section")
+                fill(current, value, f"{prefix}{key}.")
+                continue
+            if isinstance(current, tuple):
+                if not isinstance(value, list):
+                    raise ConfigError(f"config.json: {prefix}{key} must be a list")
+                value = tuple(value)
+            elif isinstance(current, bool) or isinstance(value, bool):
+                if type(value) is not type(current):
+                    raise ConfigError(f"config.json: {prefix}{key} must be a bool")
+            elif isinstance(current, int | float) and not isinstance(value, int | float):
+                raise ConfigError(f"config.json: {prefix}{key} must be a number")
+            elif isinstance(current, str) and not isinstance(value, str):
+                raise ConfigError(f"config.json: {prefix}{key} must be a string")
+            try:
                 node[key] = value
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"config.json: {prefix}{key}: {e}") from None
 
     fill(cfg, raw, "")
     return cfg

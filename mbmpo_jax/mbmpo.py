@@ -55,6 +55,7 @@ __all__ = [
     "act_shared",
     "ensemble_config",
     "meta_config",
+    "open_loop_metrics",
 ]
 
 

@@ -126,7 +126,9 @@ def test_environment_i_acts_with_policy_i():
     b = coll.batch
     assert coll.first[:, 1:].any(), "episodes restart (horizon 30 within 90 steps)"
     for i in range(t):
-        np.testing.assert_allclose(b.act[i][b.mask[i]], np.broadcast_to(consts[i], (90, 3)), atol=1e-4)
+        np.testing.assert_allclose(
+            b.act[i][b.mask[i]], np.broadcast_to(consts[i], (90, 3)), atol=1e-4
+        )
 
 
 def _trainer(initial_random_steps, steps_per_iteration=0):
@@ -148,15 +150,3 @@ def test_warmup_is_counted_and_evaluation_is_not():
     # complete episodes of the pre-update policy) are neither counted nor stored.
     assert int(state.n_timesteps) == 301 + 157 == int(state.buffer.count) == m["n_timesteps"]
     assert m["PrePolicy/AverageLength"] > 0 and m["PostPolicy/NumEpisodes"] >= 1
-
-
-def test_default_budget_is_tasks_times_horizon():
-    cfg = config_lib.get_config("hopper", "paper")
-    assert config_lib.steps_per_iteration(cfg) == 20 * 200 == 4000
-    assert config_lib.iterations_of(cfg) == 100  # (405,000 - 5,000) / 4,000
-    cfg.total_steps = 100_000
-    assert config_lib.iterations_of(cfg) == 24  # ceil(95,000 / 4,000)
-    cfg.num_iterations = 3
-    assert config_lib.iterations_of(cfg) == 3
-    cpu = config_lib.get_config("hopper", "cpu")
-    assert cpu.meta.horizon == cpu.horizon == 200  # imagines as far as a real episode lasts

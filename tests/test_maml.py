@@ -315,9 +315,7 @@ def test_pooled_kl_weighs_every_valid_sample_equally(x64):
                     m, ls = pol.apply(p_i, batch.obs[i, j, k])
                     s0, s1 = np.exp(np.asarray(old_log_std[i, j, k])), np.exp(np.asarray(ls))
                     d = np.asarray(m) - np.asarray(old_mean[i, j, k])
-                    total += float(
-                        np.sum(np.log(s1 / s0) + (s0**2 + d**2) / (2 * s1**2) - 0.5)
-                    )
+                    total += float(np.sum(np.log(s1 / s0) + (s0**2 + d**2) / (2 * s1**2) - 0.5))
                     count += 1
     np.testing.assert_allclose(got, total / count, rtol=1e-10)
     per_task = float(jnp.mean(maml.task_kl((old_mean, old_log_std), new, batch)))

@@ -70,6 +70,9 @@ def test_iterations_deterministic_and_no_recompiles(trainer):
     assert m1c["n_timesteps"] > m1b["n_timesteps"] > m1["n_timesteps"] >= 200
     assert int(s1.buffer.count) == int(s1.n_timesteps)  # the buffer holds every real step
     for k, v in m1c.items():
+        # k-step open-loop errors are nan when no real episode lasted k steps
+        if k.startswith("Model/OpenLoopErr") and k != "Model/OpenLoopErr1":
+            continue
         assert np.isfinite(v), k
 
 

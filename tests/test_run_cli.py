@@ -1,8 +1,11 @@
 """The run CLI end to end, in subprocesses: smoke run, bad input, SIGKILL + resume."""
 
 import csv
+import fcntl
+import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tests._cli import ROOT, run_module
+from tests._cli import ROOT, one_line_error, run_module
 
 NONDETERMINISTIC = ("Time/", "Meta/ModelStepsPerSec")
 
@@ -149,23 +152,188 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env, uninterrupted):
         np.testing.assert_array_equal(x, y)
 
 
-def test_sigint_stops_safely_and_says_how_to_resume(tmp_path, env):
-    run_dir = str(tmp_path / "c")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.run", *SMOKE, f"--logdir={run_dir}"],
+def _start(args, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    ck0 = os.path.join(run_dir, "checkpoints", "0")
-    deadline = time.time() + 300
-    while not os.path.isdir(ck0) and proc.poll() is None and time.time() < deadline:
+
+
+def _wait_for(path, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    assert os.path.exists(path), proc.communicate()[1][-2000:]
+
+
+def test_sigint_stops_safely_then_resume_continues_every_seed(tmp_path, env):
+    """SIGINT during seed 0 of a 2-seed run: checkpoint, exit 130, the resume command
+    printed; that command finishes seed 0 and starts seed 1, which had not begun."""
+    base = str(tmp_path / "c")
+    args = [*SMOKE[:-1], "--config.num_iterations=2", "--num_seeds=2", f"--logdir={base}"]
+    proc = _start(args, env)
+    _wait_for(os.path.join(base, "seed0", "checkpoints", "0"), proc)
     proc.send_signal(signal.SIGINT)  # during iteration 1 (it compiles for many seconds)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
-    assert f"--logdir={run_dir} --resume" in err and "Traceback" not in err
-    assert [row["iteration"] for row in read_rows(run_dir)] == ["1.0"]
-    assert os.path.isdir(os.path.join(run_dir, "checkpoints", "1"))  # written before stopping
+    resume = f"--logdir={base} --resume --seed=0 --num_seeds=2"
+    assert resume in err and "Traceback" not in err
+    assert [row["iteration"] for row in read_rows(os.path.join(base, "seed0"))] == ["1.0"]
+    assert os.path.isdir(os.path.join(base, "seed0", "checkpoints", "1"))  # written first
+    assert not os.path.exists(os.path.join(base, "seed1"))
+
+    r = run_cli(resume.split(), env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for seed in ("seed0", "seed1"):
+        assert [row["iteration"] for row in read_rows(os.path.join(base, seed))] == ["1.0", "2.0"]
+    assert json.load(open(os.path.join(base, "seed1", "config.json")))["seed"] == 1
+
+
+def test_second_signal_during_compile_exits_at_once_in_one_line(tmp_path, env):
+    run_dir = str(tmp_path / "d")
+    proc = _start([*SMOKE, f"--logdir={run_dir}"], env)
+    _wait_for(os.path.join(run_dir, "checkpoints", "0"), proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in out + err and len(err) < 1000, err[-3000:]
+    assert f"--logdir={run_dir} --resume" in err.strip().splitlines()[-1]
+
+
+def test_sigterm_in_the_last_iteration_finishes(tmp_path, env):
+    run_dir = str(tmp_path / "e")
+    args = [*SMOKE[:-1], "--config.num_iterations=1", f"--logdir={run_dir}"]
+    r = run_cli(args, dict(env, MBMPO_FAULT_INJECT="sigterm:1:meta"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "done: 1 iterations" in r.stdout and "stopped safely" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged or edited run directories (issue 17): each refused in one line, nothing lost.
+
+
+def _copy(uninterrupted, tmp_path, name):
+    src, _ = uninterrupted
+    dst = str(tmp_path / name)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _resume_fails(run_dir, env, message, code=2):
+    before = (
+        open(os.path.join(run_dir, "metrics.csv")).read()
+        if os.path.isfile(os.path.join(run_dir, "metrics.csv"))
+        else None
+    )
+    r = run_cli([f"--logdir={run_dir}", "--resume", "--config.num_iterations=4"], env)
+    line = one_line_error(r, code)
+    assert message in line, line
+    if before is not None:
+        assert open(os.path.join(run_dir, "metrics.csv")).read() == before  # untouched
+
+
+def test_resume_without_checkpoints_keeps_metrics(uninterrupted, tmp_path, env):
+    d = _copy(uninterrupted, tmp_path, "no_ckpt")
+    shutil.rmtree(os.path.join(d, "checkpoints"))
+    _resume_fails(d, env, "has metrics rows but no complete checkpoint")
+    d = _copy(uninterrupted, tmp_path, "ckpt_file")
+    shutil.rmtree(os.path.join(d, "checkpoints"))
+    open(os.path.join(d, "checkpoints"), "w").write("junk")
+    r = run_cli([f"--logdir={d}", "--resume"], env)
+    assert "no complete checkpoint in checkpoints/" in one_line_error(r)
+    assert len(read_rows(d)) == 3
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: text.splitlines()[0] + "\n", "holds iterations none"),
+        (lambda text: "", "is empty but the checkpoint is at iteration 3"),
+        (lambda text: text[: text.rindex(",") - 3], "cells, the header"),
+        (lambda text: text.replace("\n3.0,", "\n5.0,"), "holds iterations 1, 2, 5"),
+    ],
+    ids=["header-only", "empty", "cut-mid-row", "wrong-iteration"],
+)
+def test_resume_refuses_damaged_metrics(uninterrupted, tmp_path, env, damage, message):
+    d = _copy(uninterrupted, tmp_path, "damaged")
+    path = os.path.join(d, "metrics.csv")
+    text = open(path).read()
+    open(path, "w").write(damage(text))
+    _resume_fails(d, env, message)
+
+
+def test_resume_refuses_edited_or_invalid_config(uninterrupted, tmp_path, env):
+    d = _copy(uninterrupted, tmp_path, "edited")
+    path = os.path.join(d, "config.json")
+    cfg = json.load(open(path))
+    cfg["meta"]["inner_lr"] = 0.5
+    json.dump(cfg, open(path, "w"))
+    _resume_fails(d, env, "was edited after the run began (meta.inner_lr: 0.5 vs 0.001)")
+    os.remove(os.path.join(d, ".run_config.json"))  # a run from before the copy existed
+    cfg["meta"]["inner_lr"], cfg["meta"]["horizon"] = 0.001, -5
+    json.dump(cfg, open(path, "w"))
+    _resume_fails(d, env, "meta.horizon must be positive")
+    for bad in ("[]", '{"env": "ant", "ensemble": 5}', "{not json"):
+        open(path, "w").write(bad)
+        r = run_cli([f"--logdir={d}", "--resume"], env)
+        assert "config.json" in one_line_error(r)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp_path, env):
+    d = _copy(uninterrupted, tmp_path, "corrupt")
+    newest = os.path.join(d, "checkpoints", "3")
+    for root, _, files in os.walk(newest):
+        for f in files:
+            if f.startswith("manifest") or f.endswith(".ocdbt"):
+                os.remove(os.path.join(root, f))
+    r = run_cli([f"--logdir={d}", "--resume"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipped: checkpoint 3" in r.stdout and "resumed at iteration 2" in r.stdout
+    assert os.listdir(os.path.join(d, "checkpoints.unreadable")) == ["3"]  # kept, not deleted
+    assert len(r.stdout.splitlines()) < 12 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    src, _ = uninterrupted
+    assert stable(read_rows(d)) == stable(read_rows(src))  # iteration 3 redone identically
+
+
+def test_a_run_directory_is_used_by_one_process_at_a_time(uninterrupted, tmp_path, env):
+    d = _copy(uninterrupted, tmp_path, "locked")
+    fd = os.open(os.path.join(d, ".lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        _resume_fails(d, env, "is in use by another process")
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.ensemble.hidden=100000,100000"], "needs about 298"),
+        (["--config.meta.rollouts_per_task=100000000"], "imagination"),
+        (["--config.ensemble.buffer_size=100000000000"], "buffer"),
+        (["--config.horizon=100000000"], "real_data"),
+        (["--config.meta.inner_lr=inf"], "meta.inner_lr must be finite"),
+        (["--seed=99999999999999999999"], "seed"),
+    ],
+)
+def test_impossible_configs_refused_before_anything_runs(tmp_path, env, args, message):
+    run_dir = str(tmp_path / "never")
+    start = time.time()
+    r = run_cli(["--env=hopper", "--preset=smoke", f"--logdir={run_dir}", *args], env)
+    assert message in one_line_error(r)
+    assert time.time() - start < 60
+    assert not os.path.exists(run_dir)
+
+
+def test_logdir_that_is_a_file_is_refused(tmp_path, env):
+    path = tmp_path / "file"
+    path.write_text("x")
+    r = run_cli(["--env=hopper", "--preset=smoke", f"--logdir={path}"], env)
+    assert "is not a directory" in one_line_error(r)
+    assert path.read_text() == "x"

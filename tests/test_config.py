@@ -1,0 +1,79 @@
+"""Run configuration: run length in real steps, validation, the memory estimate, loading."""
+
+import json
+
+import pytest
+
+from mbmpo_jax import config as config_lib
+
+
+def test_default_budget_is_tasks_times_horizon():
+    cfg = config_lib.get_config("hopper", "paper")
+    assert config_lib.steps_per_iteration(cfg) == 20 * 200 == 4000
+    assert config_lib.iterations_of(cfg) == 100  # (405,000 - 5,000) / 4,000
+    cfg.total_steps = 100_000
+    assert config_lib.iterations_of(cfg) == 24  # ceil(95,000 / 4,000)
+    cfg.steps_per_iteration = 3000
+    assert config_lib.iterations_of(cfg) == 32  # ceil(95,000 / 3,000)
+    cfg.num_iterations = 3
+    assert config_lib.iterations_of(cfg) == 3
+    cpu = config_lib.get_config("hopper", "cpu")
+    assert cpu.meta.horizon == cpu.horizon == 200  # imagines as far as a real episode lasts
+    assert config_lib.steps_per_iteration(cpu) == 10 * 200
+
+
+def test_buffer_estimate_by_hand_and_refusal():
+    cfg = config_lib.get_config("hopper", "smoke")  # O = 11, A = 3
+    cfg.ensemble.buffer_size = 1000
+    est = config_lib.estimate_memory(cfg)
+    # three float32 arrays of (11 + 3 + 11) per row, and the fit's three copies
+    assert est["buffer"] == 1000 * 25 * 4 * 4
+    total = sum(est.values())
+    assert config_lib.check_memory(cfg, available=total) == est
+    with pytest.raises(config_lib.ConfigError, match="needs about"):
+        config_lib.check_memory(cfg, available=total - 1)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("meta.inner_lr", float("inf"), "meta.inner_lr must be finite"),
+        ("ensemble.learning_rate", float("nan"), "ensemble.learning_rate must be finite"),
+        ("seed", 2**31, "seed must be in"),
+        ("seed", -1, "seed must be in"),
+        ("num_iterations", -1, "num_iterations must be >= 0"),
+        ("steps_per_iteration", -5, "steps_per_iteration must be >= 0"),
+        ("total_steps", 0, "total_steps must be positive"),
+    ],
+)
+def test_validate_refuses(field, value, message):
+    cfg = config_lib.get_config("hopper", "smoke")
+    node = cfg
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[]", "expected an object"),
+        ('{"env": "ant", "ensemble": 5}', "ensemble must be a section"),
+        ('{"env": "ant", "meta": {"horizon": "long"}}', "meta.horizon must be a number"),
+        ('{"env": "ant", "ensemble": {"hidden": 3}}', "ensemble.hidden must be a list"),
+        ('{"env": "ant", "nosuch": 1}', "unknown field nosuch"),
+        ("{not json", "not JSON"),
+    ],
+)
+def test_from_json_refuses_malformed(text, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.from_json(text)
+
+
+def test_json_round_trip():
+    cfg = config_lib.get_config("ant", "cpu")
+    again = config_lib.from_json(config_lib.to_json(cfg))
+    assert json.loads(config_lib.to_json(again)) == json.loads(config_lib.to_json(cfg))
