@@ -28,22 +28,6 @@ for _name in ("", "absl", "brax"):
     logging.getLogger(_name).addFilter(_Quiet())
 
 
-_default_excepthook = sys.excepthook
-
-
-def _drop_closed_loop_callbacks(exc_type, exc, tb):
-    """After orbax fails to read a checkpoint (which the run then skips, saying so in one
-    line), tensorstore's threads still complete the aborted reads and call back into the
-    asyncio loop orbax has closed; each callback's RuntimeError is printed through
-    sys.excepthook as a traceback, dozens of them. They carry no information: drop them."""
-    if exc_type is RuntimeError and str(exc) == "Event loop is closed":
-        return
-    _default_excepthook(exc_type, exc, tb)
-
-
-sys.excepthook = _drop_closed_loop_callbacks
-
-
 def import_brax() -> None:
     """Imports brax (and brax.envs) with its warp message filtered out."""
     out, err = io.StringIO(), io.StringIO()
@@ -53,3 +37,19 @@ def import_brax() -> None:
     for line in (out.getvalue() + err.getvalue()).splitlines():
         if "warp" not in line.lower():
             print(line, file=sys.stderr)
+
+
+def _drop_closed_loop_unraisable(unraisable):
+    """After orbax fails to read a checkpoint (which the run then skips, saying so in one
+    line), tensorstore's threads still complete the aborted reads and call back into the
+    asyncio loop orbax has closed; each callback's RuntimeError reaches
+    sys.unraisablehook, which printed it as a traceback, dozens of them. They carry no
+    information: drop them (everything else goes to the default hook)."""
+    if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(
+        unraisable.exc_value
+    ):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+sys.unraisablehook = _drop_closed_loop_unraisable

@@ -138,10 +138,15 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env, uninterrupted):
     assert r.returncode == -signal.SIGKILL
     assert len(read_rows(b)) == 1
 
-    # Resumed, and extended to 3 iterations (num_iterations may change on resume).
-    r = run_cli([f"--logdir={b}", "--resume", "--config.num_iterations=3"], env)
+    # Resumed, and extended to 3 iterations (num_iterations may change on resume); a
+    # SIGTERM during the last iteration lets it finish (exit 0, no resume advice).
+    r = run_cli(
+        [f"--logdir={b}", "--resume", "--config.num_iterations=3"],
+        dict(env, MBMPO_FAULT_INJECT="sigterm:3:meta"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "resumed at iteration 1" in r.stdout
+    assert "resumed at iteration 1" in r.stdout and "done: 3 iterations" in r.stdout
+    assert "stopped safely" not in r.stderr
     rows_a, rows_b = read_rows(a), read_rows(b)
     assert [row["iteration"] for row in rows_b] == ["1.0", "2.0", "3.0"]  # none lost or doubled
     assert stable(rows_a) == stable(rows_b)
@@ -204,14 +209,6 @@ def test_second_signal_during_compile_exits_at_once_in_one_line(tmp_path, env):
     assert proc.returncode == 130
     assert "Traceback" not in out + err and len(err) < 1000, err[-3000:]
     assert f"--logdir={run_dir} --resume" in err.strip().splitlines()[-1]
-
-
-def test_sigterm_in_the_last_iteration_finishes(tmp_path, env):
-    run_dir = str(tmp_path / "e")
-    args = [*SMOKE[:-1], "--config.num_iterations=1", f"--logdir={run_dir}"]
-    r = run_cli(args, dict(env, MBMPO_FAULT_INJECT="sigterm:1:meta"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "done: 1 iterations" in r.stdout and "stopped safely" not in r.stderr
 
 
 # ---------------------------------------------------------------------------------------
@@ -292,13 +289,15 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp
         for f in files:
             if f.startswith("manifest") or f.endswith(".ocdbt"):
                 os.remove(os.path.join(root, f))
-    r = run_cli([f"--logdir={d}", "--resume"], env)
+    # Resumed as a 2-iteration run (nothing left to compute after checkpoint 2; the
+    # SIGKILL test shows that redone iterations equal the uninterrupted ones).
+    r = run_cli([f"--logdir={d}", "--resume", "--config.num_iterations=2"], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "skipped: checkpoint 3" in r.stdout and "resumed at iteration 2" in r.stdout
     assert os.listdir(os.path.join(d, "checkpoints.unreadable")) == ["3"]  # kept, not deleted
-    assert len(r.stdout.splitlines()) < 12 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and r.stderr.strip() == "", r.stderr[-2000:]
     src, _ = uninterrupted
-    assert stable(read_rows(d)) == stable(read_rows(src))  # iteration 3 redone identically
+    assert read_rows(d) == read_rows(src)[:2]  # the rows of the restored state
 
 
 def test_a_run_directory_is_used_by_one_process_at_a_time(uninterrupted, tmp_path, env):
