@@ -80,7 +80,7 @@ _ORIGINAL_CONFIG = ".run_config.json"
 _LOCK = ".lock"
 # Fault injection for the reliability tests: MBMPO_FAULT_INJECT=KIND:ITERATION:PHASE sends
 # this process SIGKILL (KIND sigkill) or SIGTERM (sigterm) right after PHASE (fit | meta |
-# collect | eval) of ITERATION.
+# collect | eval) of ITERATION, or after the warm-up's checkpoint (0:warmup).
 _FAULT = os.environ.get("MBMPO_FAULT_INJECT", "")
 
 
@@ -238,6 +238,7 @@ def _fault_hook(iteration: int):
     def hook(name: str) -> None:
         if name == phase:
             os.kill(os.getpid(), signum)
+            time.sleep(0.5)  # SIGTERM: let the signal thread take it before going on
 
     return hook
 
@@ -314,6 +315,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
             f"({time.perf_counter() - start:.1f}s)",
             flush=True,
         )
+        (_fault_hook(0) or (lambda name: None))("warmup")
     else:
         writer = MetricsWriter(run_dir, purge_step=int(state.n_timesteps) + 1)
         writer.truncate(int(state.iteration))

@@ -89,3 +89,43 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="checkpoint 0") as e:
         ck.restore(0, _state())
     assert "\n" not in str(e.value)
+
+
+def _written_metrics(tmp_path, rows=3):
+    from mbmpo_jax.metrics import MetricsWriter
+
+    w = MetricsWriter(str(tmp_path), tensorboard=False)
+    for i in range(1, rows + 1):
+        w.write({"iteration": i, "n_timesteps": 100 * i, "x": 0.5 * i})
+    return os.path.join(str(tmp_path), "metrics.csv")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: text.splitlines()[0] + "\n", "holds iterations none"),
+        (lambda text: "", "is empty but the checkpoint is at iteration 3"),
+        (lambda text: text[: text.rindex(",")], "cells, the header"),
+        (lambda text: text.replace("\n3.0,", "\n5.0,"), "holds iterations 1, 2, 5"),
+        (lambda text: text.replace(",1.5\n", ",1.5e\n"), "is not a number"),
+        (lambda text: text.replace("300.0", "301.0"), "n_timesteps 301"),
+    ],
+    ids=["header-only", "empty", "cut-mid-row", "wrong-iteration", "cut-number", "other-run"],
+)
+def test_check_metrics_refuses_damage(tmp_path, damage, message):
+    from mbmpo_jax.metrics import MetricsError, check_metrics
+
+    path = _written_metrics(tmp_path)
+    text = open(path).read()
+    assert check_metrics(path, 3, 300) is None and check_metrics(path, 2, 200) is None
+    open(path, "w").write(damage(text))
+    with pytest.raises(MetricsError, match=message):
+        check_metrics(path, 3, 300)
+
+
+def test_check_metrics_missing_file_is_a_note(tmp_path):
+    from mbmpo_jax.metrics import check_metrics
+
+    path = os.path.join(str(tmp_path), "metrics.csv")
+    assert check_metrics(path, 0, 0) is None
+    assert "missing" in check_metrics(path, 2, 200)

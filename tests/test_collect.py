@@ -132,7 +132,8 @@ def test_environment_i_acts_with_policy_i():
 
 
 def _trainer(initial_random_steps, steps_per_iteration=0):
-    cfg = config_lib.get_config("hopper", "smoke")
+    # The meta and ensemble configs of tests/test_mbmpo.py's trainer: one compilation.
+    cfg = config_lib.get_config("inverted_pendulum", "smoke")
     cfg.initial_random_steps = initial_random_steps
     cfg.steps_per_iteration = steps_per_iteration
     cfg.total_steps = initial_random_steps + 2 * max(steps_per_iteration, 1)

@@ -19,6 +19,7 @@ def test_default_budget_is_tasks_times_horizon():
     assert config_lib.iterations_of(cfg) == 3
     cpu = config_lib.get_config("hopper", "cpu")
     assert cpu.meta.horizon == cpu.horizon == 200  # imagines as far as a real episode lasts
+    assert config_lib.get_config("halfcheetah", "cpu").meta.horizon == 100  # measured better
     assert config_lib.steps_per_iteration(cpu) == 10 * 200
 
 
@@ -77,3 +78,19 @@ def test_json_round_trip():
     cfg = config_lib.get_config("ant", "cpu")
     again = config_lib.from_json(config_lib.to_json(cfg))
     assert json.loads(config_lib.to_json(again)) == json.loads(config_lib.to_json(cfg))
+
+
+@pytest.mark.parametrize(
+    "override, part",
+    [
+        ("ensemble.hidden=100000,100000", "ensemble"),
+        ("meta.rollouts_per_task=100000000", "imagination"),
+        ("ensemble.buffer_size=100000000000", "buffer"),
+        ("horizon=100000000", "real_data"),
+    ],
+)
+def test_impossible_sizes_refused_naming_the_largest_part(override, part):
+    cfg = config_lib.get_config("hopper", "smoke")
+    config_lib.apply_overrides(cfg, [override])
+    with pytest.raises(config_lib.ConfigError, match=f"needs about .* \\({part} "):
+        config_lib.check_memory(cfg, available=24 * 2**30)

@@ -175,30 +175,31 @@ def _wait_for(path, proc, timeout=300):
     assert os.path.exists(path), proc.communicate()[1][-2000:]
 
 
-def test_sigint_stops_safely_then_resume_continues_every_seed(tmp_path, env):
-    """SIGINT during seed 0 of a 2-seed run: checkpoint, exit 130, the resume command
-    printed; that command finishes seed 0 and starts seed 1, which had not begun."""
+def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
+    """SIGTERM during seed 0 of a 2-seed run (after its warm-up's checkpoint, through the
+    fault hook): exit 130 with the resume command; that command continues seed 0 and starts
+    seed 1, which had not begun. (A real SIGINT is sent in the next test.)"""
     base = str(tmp_path / "c")
     args = [*SMOKE[:-1], "--config.num_iterations=2", "--num_seeds=2", f"--logdir={base}"]
-    proc = _start(args, env)
-    _wait_for(os.path.join(base, "seed0", "checkpoints", "0"), proc)
-    proc.send_signal(signal.SIGINT)  # during iteration 1 (it compiles for many seconds)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-2000:]
+    r = run_cli(args, dict(env, MBMPO_FAULT_INJECT="sigterm:0:warmup"))
+    assert r.returncode == 130, r.stderr[-2000:]
     resume = f"--logdir={base} --resume --seed=0 --num_seeds=2"
-    assert resume in err and "Traceback" not in err
-    assert [row["iteration"] for row in read_rows(os.path.join(base, "seed0"))] == ["1.0"]
-    assert os.path.isdir(os.path.join(base, "seed0", "checkpoints", "1"))  # written first
+    assert resume in r.stderr and "Traceback" not in r.stderr
+    assert os.path.isdir(os.path.join(base, "seed0", "checkpoints", "0"))
     assert not os.path.exists(os.path.join(base, "seed1"))
 
     r = run_cli(resume.split(), env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed at iteration 0" in r.stdout
     for seed in ("seed0", "seed1"):
         assert [row["iteration"] for row in read_rows(os.path.join(base, seed))] == ["1.0", "2.0"]
     assert json.load(open(os.path.join(base, "seed1", "config.json")))["seed"] == 1
 
 
-def test_second_signal_during_compile_exits_at_once_in_one_line(tmp_path, env):
+def test_sigint_during_compile_then_again_exits_at_once_in_one_line(tmp_path, env):
+    """Ctrl-C while iteration 1 compiles asks for a stop after it; a second one stops at
+    once (the main thread is inside XLA: only the signal thread can act), saying how to
+    resume from checkpoint 0."""
     run_dir = str(tmp_path / "d")
     proc = _start([*SMOKE, f"--logdir={run_dir}"], env)
     _wait_for(os.path.join(run_dir, "checkpoints", "0"), proc)
@@ -208,6 +209,7 @@ def test_second_signal_during_compile_exits_at_once_in_one_line(tmp_path, env):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in out + err and len(err) < 1000, err[-3000:]
+    assert "stopping after this iteration's checkpoint" in err
     assert f"--logdir={run_dir} --resume" in err.strip().splitlines()[-1]
 
 
@@ -247,22 +249,13 @@ def test_resume_without_checkpoints_keeps_metrics(uninterrupted, tmp_path, env):
     assert len(read_rows(d)) == 3
 
 
-@pytest.mark.parametrize(
-    "damage, message",
-    [
-        (lambda text: text.splitlines()[0] + "\n", "holds iterations none"),
-        (lambda text: "", "is empty but the checkpoint is at iteration 3"),
-        (lambda text: text[: text.rindex(",") - 3], "cells, the header"),
-        (lambda text: text.replace("\n3.0,", "\n5.0,"), "holds iterations 1, 2, 5"),
-    ],
-    ids=["header-only", "empty", "cut-mid-row", "wrong-iteration"],
-)
-def test_resume_refuses_damaged_metrics(uninterrupted, tmp_path, env, damage, message):
+def test_resume_refuses_damaged_metrics(uninterrupted, tmp_path, env):
+    """One CLI case; every kind of damage is checked in-process in test_checkpoint_metrics."""
     d = _copy(uninterrupted, tmp_path, "damaged")
     path = os.path.join(d, "metrics.csv")
     text = open(path).read()
-    open(path, "w").write(damage(text))
-    _resume_fails(d, env, message)
+    open(path, "w").write(text[: text.rindex(",") - 3])  # the last row cut mid-row
+    _resume_fails(d, env, "cells, the header")
 
 
 def test_resume_refuses_edited_or_invalid_config(uninterrupted, tmp_path, env):
@@ -276,10 +269,9 @@ def test_resume_refuses_edited_or_invalid_config(uninterrupted, tmp_path, env):
     cfg["meta"]["inner_lr"], cfg["meta"]["horizon"] = 0.001, -5
     json.dump(cfg, open(path, "w"))
     _resume_fails(d, env, "meta.horizon must be positive")
-    for bad in ("[]", '{"env": "ant", "ensemble": 5}', "{not json"):
-        open(path, "w").write(bad)
-        r = run_cli([f"--logdir={d}", "--resume"], env)
-        assert "config.json" in one_line_error(r)
+    open(path, "w").write('{"env": "ant", "ensemble": 5}')  # more in test_config.py
+    r = run_cli([f"--logdir={d}", "--resume"], env)
+    assert "config.json" in one_line_error(r)
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp_path, env):
@@ -313,11 +305,8 @@ def test_a_run_directory_is_used_by_one_process_at_a_time(uninterrupted, tmp_pat
 @pytest.mark.parametrize(
     "args, message",
     [
+        # the hang of issue 17; the other sizes are checked in-process (test_config.py)
         (["--config.ensemble.hidden=100000,100000"], "needs about 298"),
-        (["--config.meta.rollouts_per_task=100000000"], "imagination"),
-        (["--config.ensemble.buffer_size=100000000000"], "buffer"),
-        (["--config.horizon=100000000"], "real_data"),
-        (["--config.meta.inner_lr=inf"], "meta.inner_lr must be finite"),
         (["--seed=99999999999999999999"], "seed"),
     ],
 )
