@@ -80,7 +80,8 @@ _ORIGINAL_CONFIG = ".run_config.json"
 _LOCK = ".lock"
 # Fault injection for the reliability tests: MBMPO_FAULT_INJECT=KIND:ITERATION:PHASE sends
 # this process SIGKILL (KIND sigkill) or SIGTERM (sigterm) right after PHASE (fit | meta |
-# collect | eval) of ITERATION, or after the warm-up's checkpoint (0:warmup).
+# collect | eval | write: its metrics row written, its checkpoint not yet) of ITERATION, or
+# after the warm-up's checkpoint (0:warmup).
 _FAULT = os.environ.get("MBMPO_FAULT_INJECT", "")
 
 
@@ -267,7 +268,12 @@ def _restore(trainer, ckpt, run_dir: str, key):
             )
         print(f"[{run_dir}] no complete checkpoint yet: starting from scratch", flush=True)
         return None
-    step, state, skipped = ckpt.restore_newest(trainer.empty_state(key))
+    # A checkpoint whose state is not the iteration its name says was copied in from
+    # elsewhere (or renamed): skipped like a corrupt one.
+    reject = lambda step, s: (
+        None if int(s.iteration) == step else f"holds iteration {int(s.iteration)}, not {step}"
+    )
+    step, state, skipped = ckpt.restore_newest(trainer.empty_state(key), reject)
     for line in skipped:
         print(f"[{run_dir}] skipped: {line}", flush=True)
     note = check_metrics(metrics_path, int(state.iteration), int(state.n_timesteps))
@@ -331,6 +337,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
         steps0 = int(state.n_timesteps)
         state, metrics = trainer.iteration(state, _fault_hook(int(state.iteration) + 1))
         writer.write(metrics)
+        (_fault_hook(int(state.iteration)) or (lambda name: None))("write")
         ckpt.save(int(state.iteration), state)
         timed.append((time.perf_counter() - t0, int(state.n_timesteps) - steps0))
         recent = timed[1:] or timed

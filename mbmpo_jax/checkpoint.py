@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -88,14 +89,18 @@ class Checkpointer:
                 )
         return restored
 
-    def restore_newest(self, like: Any) -> tuple[int, Any, list[str]]:
+    def restore_newest(
+        self, like: Any, reject: Callable[[int, Any], str | None] | None = None
+    ) -> tuple[int, Any, list[str]]:
         """Restores the newest checkpoint that can be read, falling back to older ones.
 
         Returns `(step, state, skipped)`, `skipped` one line per newer checkpoint that could
-        not be restored (corrupt, or of another configuration); those are moved, not
+        not be restored (corrupt, or of another configuration) or that `reject(step,
+        state)` refused (it returns the reason, or None to accept; e.g. a checkpoint copied
+        in from elsewhere, whose content disagrees with its step); those are moved, not
         deleted, to `checkpoints.unreadable/<step>` beside `checkpoints/`, so that the run
         can write its steps again. Raises CheckpointError if there is none or none can be
-        read (then nothing is moved).
+        used (then nothing is moved).
         """
         skipped: list[str] = []
         bad: list[int] = []
@@ -104,6 +109,11 @@ class Checkpointer:
                 state = self.restore(step, like)
             except CheckpointError as e:
                 skipped.append(f"{str(e)[:300]}; moved to {self._unreadable}")
+                bad.append(step)
+                continue
+            reason = reject(step, state) if reject is not None else None
+            if reason is not None:
+                skipped.append(f"checkpoint {step}: {reason}; moved to {self._unreadable}")
                 bad.append(step)
                 continue
             for b in bad:

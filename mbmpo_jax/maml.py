@@ -78,6 +78,7 @@ class MetaConfig:
     horizon: int = 200  # H
     policy_hidden: tuple[int, ...] = (32, 32)
     init_std: float = 1.0
+    init_output_scale: float = 1.0  # the policy's last layer at init (1.0: rllab's Glorot)
     inner_lr: float = 1e-3  # alpha; 0 gives ME-TRPO
     num_inner_steps: int = 1
     discount: float = 0.99
@@ -550,7 +551,9 @@ def init_meta_state(key: jax.Array, cfg: MetaConfig, obs_dim: int, act_dim: int)
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     key_params, key = jax.random.split(key)
-    params = pol.init(key_params, obs_dim, act_dim, cfg.policy_hidden, cfg.init_std)
+    params = pol.init(
+        key_params, obs_dim, act_dim, cfg.policy_hidden, cfg.init_std, cfg.init_output_scale
+    )
     opt_state = optax.adam(cfg.ppo_lr).init(params) if cfg.outer == "ppo" else ()
     return MetaState(
         params=params,

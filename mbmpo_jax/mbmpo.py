@@ -116,6 +116,7 @@ def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
         horizon=m.horizon,
         policy_hidden=tuple(cfg.policy.hidden),
         init_std=cfg.policy.init_std,
+        init_output_scale=cfg.policy.output_scale,
         inner_lr=m.inner_lr,
         num_inner_steps=m.num_inner_steps,
         discount=m.discount,

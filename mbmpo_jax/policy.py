@@ -53,17 +53,24 @@ def init(
     act_dim: int,
     hidden: Sequence[int] = (32, 32),
     init_std: float = 1.0,
+    output_scale: float = 1.0,
 ) -> Params:
     """Fresh params: Glorot-uniform weights and zero biases (rllab's MLP defaults).
+
+    `output_scale` multiplies the last layer's weights: 1.0 is rllab's; a small value
+    (e.g. 0.01) starts every mean action near 0, so the first episodes are the noise of
+    `init_std` around rest rather than a random bang-bang controller.
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     sizes = [obs_dim, *hidden, act_dim]
     keys = jax.random.split(key, len(sizes) - 1)
     layers = []
-    for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True):
+    for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
         limit = math.sqrt(6.0 / (n_in + n_out))
         w = jax.random.uniform(k, (n_in, n_out), jnp.float32, -limit, limit)
+        if i == len(sizes) - 2:
+            w = w * output_scale
         layers.append({"w": w, "b": jnp.zeros((n_out,), jnp.float32)})
     log_std = jnp.full((act_dim,), math.log(init_std), jnp.float32)
     return {"layers": layers, "log_std": log_std}
@@ -91,7 +98,11 @@ def apply(params: Params, obs: jax.Array, min_std: float = 1e-6) -> tuple[jax.Ar
 
 
 def make_policy(
-    obs_dim: int, act_dim: int, hidden: Sequence[int] = (32, 32), init_std: float = 1.0
+    obs_dim: int,
+    act_dim: int,
+    hidden: Sequence[int] = (32, 32),
+    init_std: float = 1.0,
+    output_scale: float = 1.0,
 ) -> Policy:
     """The ``(init, apply)`` pair for the given sizes.
 
@@ -99,7 +110,7 @@ def make_policy(
     """
     hidden = tuple(hidden)
     return Policy(
-        init=lambda key: init(key, obs_dim, act_dim, hidden, init_std),
+        init=lambda key: init(key, obs_dim, act_dim, hidden, init_std, output_scale),
         apply=apply,
     )
 

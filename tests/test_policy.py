@@ -35,6 +35,21 @@ def test_init_and_apply_match_numpy_mlp():
     np.testing.assert_allclose(np.exp(p2["log_std"]), 0.5, rtol=1e-6)
 
 
+def test_output_scale_scales_only_the_last_layer_at_init():
+    key, obs = jax.random.PRNGKey(3), jax.random.normal(jax.random.PRNGKey(4), (6, 5))
+    base = pol.init(key, 5, 3, (8, 8), init_std=0.5)
+    small = pol.make_policy(5, 3, (8, 8), init_std=0.5, output_scale=0.01).init(key)
+    for i, (b, s) in enumerate(zip(base["layers"], small["layers"], strict=True)):
+        scale = 0.01 if i == 2 else 1.0
+        np.testing.assert_allclose(s["w"], scale * np.asarray(b["w"]), rtol=1e-6)
+        np.testing.assert_array_equal(s["b"], b["b"])
+    np.testing.assert_array_equal(small["log_std"], base["log_std"])
+    # zero output biases: the mean action is the base policy's x 0.01, std unchanged
+    np.testing.assert_allclose(
+        pol.apply(small, obs)[0], 0.01 * _np_forward(base, obs), rtol=1e-4, atol=1e-7
+    )
+
+
 def test_log_prob_entropy_kl_closed_form():
     rng = np.random.default_rng(0)
     n, a = 50, 4

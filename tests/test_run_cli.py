@@ -131,12 +131,13 @@ def _final_arrays(run_dir):
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env, uninterrupted):
     a, _ = uninterrupted
     b = str(tmp_path / "b")
-    # Run b (2 iterations) is killed with SIGKILL in the middle of iteration 2 (after its
-    # meta phase, before its real data is collected), through the CLI's fault hook.
+    # Run b (2 iterations) is killed with SIGKILL at the worst moment of iteration 2: its
+    # metrics row and TensorBoard points are written, its checkpoint is not (fault hook).
     killed = [*SMOKE[:-1], "--config.num_iterations=2", f"--logdir={b}"]
-    r = run_cli(killed, dict(env, MBMPO_FAULT_INJECT="sigkill:2:meta"))
+    r = run_cli(killed, dict(env, MBMPO_FAULT_INJECT="sigkill:2:write"))
     assert r.returncode == -signal.SIGKILL
-    assert len(read_rows(b)) == 1
+    assert len(read_rows(b)) == 2
+    assert len(tensorboard_points(os.path.join(b, "tb"))["n_timesteps"]) == 2
 
     # Resumed, and extended to 3 iterations (num_iterations may change on resume); a
     # SIGTERM during the last iteration lets it finish (exit 0, no resume advice).
@@ -150,11 +151,42 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env, uninterrupted):
     rows_a, rows_b = read_rows(a), read_rows(b)
     assert [row["iteration"] for row in rows_b] == ["1.0", "2.0", "3.0"]  # none lost or doubled
     assert stable(rows_a) == stable(rows_b)
+    # TensorBoard shows each iteration once, with the values of metrics.csv.
+    points = tensorboard_points(os.path.join(b, "tb"))
+    for tag in ("n_timesteps", "PrePolicy/AverageReturn", "Model/ValidLoss"):
+        want = [(int(float(r["n_timesteps"])), float(r[tag])) for r in rows_b]
+        assert [(s, pytest.approx(v, rel=1e-6)) for s, v in points[tag]] == want, tag
     it_a, leaves_a = _final_arrays(a)
     it_b, leaves_b = _final_arrays(b)
     assert it_a == it_b == 3
     for x, y in zip(leaves_a, leaves_b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def tensorboard_points(tb_dir):
+    """`{tag: [(step, value), ...]}` as TensorBoard shows the event files of `tb_dir`.
+
+    Read record by record (TFRecord framing: u64 length, u32 crc, data, u32 crc), in the
+    order the files were written; a `SessionLog.START` at step s (what a writer opened
+    with `purge_step=s` writes first) discards the points at steps >= s seen before it,
+    as TensorBoard's loader does with orphaned data.
+    """
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    points: dict[str, list[tuple[int, float]]] = {}
+    files = sorted(f for f in os.listdir(tb_dir) if f.startswith("events.out.tfevents"))
+    for name in sorted(files, key=lambda f: int(f.split(".")[3])):  # creation time
+        data = open(os.path.join(tb_dir, name), "rb").read()
+        pos = 0
+        while pos < len(data):
+            (length,) = np.frombuffer(data[pos : pos + 8], "<u8")
+            event = Event.FromString(data[pos + 12 : pos + 12 + int(length)])
+            pos += 12 + int(length) + 4
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                points = {t: [p for p in ps if p[0] < event.step] for t, ps in points.items()}
+            for v in event.summary.value:
+                points.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return points
 
 
 def _start(args, env):
@@ -211,6 +243,28 @@ def test_sigint_during_compile_then_again_exits_at_once_in_one_line(tmp_path, en
     assert "Traceback" not in out + err and len(err) < 1000, err[-3000:]
     assert "stopping after this iteration's checkpoint" in err
     assert f"--logdir={run_dir} --resume" in err.strip().splitlines()[-1]
+
+
+def test_sigint_during_imports_exits_in_one_line(tmp_path, env):
+    """Ctrl-C before the run began (here: while JAX is imported) exits at once, 130, one
+    line, nothing written."""
+    run_dir = str(tmp_path / "never")
+    proc = _start(["--env=hopper", "--preset=smoke", f"--logdir={run_dir}"], env)
+    # The CLI blocks SIGINT in its main thread right before starting the signal thread;
+    # wait for that (Linux: /proc), then send while JAX is still being imported (seconds).
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with open(f"/proc/{proc.pid}/status") as f:
+            blocked = int(next(ln for ln in f if ln.startswith("SigBlk:")).split()[1], 16)
+        if blocked & (1 << (signal.SIGINT - 1)):
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == "error: SIGINT: stopped before a run began", err[-2000:]
+    assert not os.path.exists(run_dir)
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,8 +328,10 @@ def test_resume_refuses_edited_or_invalid_config(uninterrupted, tmp_path, env):
     assert "config.json" in one_line_error(r)
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp_path, env):
+def test_corrupt_or_stray_checkpoints_fall_back_to_the_newest_intact(uninterrupted, tmp_path, env):
     d = _copy(uninterrupted, tmp_path, "corrupt")
+    # a stray copy (checkpoint 2 under another step's name) and a corrupt newest one
+    shutil.copytree(os.path.join(d, "checkpoints", "2"), os.path.join(d, "checkpoints", "7"))
     newest = os.path.join(d, "checkpoints", "3")
     for root, _, files in os.walk(newest):
         for f in files:
@@ -285,8 +341,10 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(uninterrupted, tmp
     # SIGKILL test shows that redone iterations equal the uninterrupted ones).
     r = run_cli([f"--logdir={d}", "--resume", "--config.num_iterations=2"], env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipped: checkpoint 7: holds iteration 2, not 7" in r.stdout
     assert "skipped: checkpoint 3" in r.stdout and "resumed at iteration 2" in r.stdout
-    assert os.listdir(os.path.join(d, "checkpoints.unreadable")) == ["3"]  # kept, not deleted
+    moved = sorted(os.listdir(os.path.join(d, "checkpoints.unreadable")))
+    assert moved == ["3", "7"]  # kept, not deleted
     assert "Traceback" not in r.stdout + r.stderr and r.stderr.strip() == "", r.stderr[-2000:]
     src, _ = uninterrupted
     assert read_rows(d) == read_rows(src)[:2]  # the rows of the restored state
