@@ -4,6 +4,10 @@ JAX logs at INFO that it found no TPU (absl's app.run would show it), MJX that i
 default device; brax prints
 "Failed to import warp" on import (harmless: warp is an optional GPU backend). Use
 `import_brax()` instead of a bare `import brax` in CLIs that need brax.
+
+Warnings are filtered one by one, by message and by the third-party module that issues
+them: everything else, the project's own warnings included, still reaches the console
+(and `python -W error` still turns it into an error).
 """
 
 import contextlib
@@ -11,9 +15,16 @@ import io
 import logging
 import os
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+
+# brax imports jaxopt (brax.generalized's constraint solver, which our MJX envs never use);
+# jaxopt warns on import that it is unmaintained. Shown under `-W default` or `-W error`.
+warnings.filterwarnings(
+    "ignore", message="JAXopt is no longer maintained", category=DeprecationWarning, module="jaxopt"
+)
 
 
 class _Quiet(logging.Filter):

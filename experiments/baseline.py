@@ -16,7 +16,13 @@ Hyperparameters default to brax's published PPO settings for these envs (discoun
 rollout sizes kept, episode length is the task's); every one is a flag. They are sized
 for a GPU (thousands of parallel envs); on a CPU pass e.g. --num_envs=32 --batch_size=32.
 Bad input prints one line `error: ...` and exits with code 2; an existing non-empty run
-directory is never overwritten.
+directory is never overwritten. A failure during training (brax, JAX, the disk) prints one
+line and exits with code 1, Ctrl-C exits with 130; either way the metrics writer is closed,
+and a run that had written no evaluation yet leaves nothing behind (the same --logdir works
+again), while one that had keeps its rows and says where.
+
+brax 0.14.2's PPO calls `jax.device_put_replicated`, which jax 0.10 removed: on such a jax
+`mbmpo_jax._compat` defines it again before training.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import _quiet  # noqa: F401  (keeps brax/JAX chatter off the console)
-from experiments._cli import fail, own_flags_parser
+from experiments._cli import fail, own_flags_parser, run_and_exit
 from mbmpo_jax.envs.tasks import TASKS
 
 # A FlagValues of its own: the CLIs can be imported together (tests) without clashing flags.
@@ -134,12 +141,12 @@ def ppo_config(env: str, overrides: dict) -> dict:
     return cfg
 
 
-def train(env_name: str, cfg: dict, seed: int, run_dir: str, deterministic_eval: bool, quiet):
-    """Runs brax's PPO, writing one metrics row per evaluation. Returns the last row."""
+def train(env_name: str, cfg: dict, seed: int, writer, deterministic_eval: bool, quiet):
+    """Runs brax's PPO, writing one row per evaluation to `writer`. Returns the last row."""
     import jax
 
+    from mbmpo_jax import _compat
     from mbmpo_jax.envs.mjx_env import MjxEnv
-    from mbmpo_jax.metrics import MetricsWriter
 
     # brax imports mujoco.mjx, which prints "Failed to import warp" (an optional GPU
     # backend) the first time; keep it off the console.
@@ -152,7 +159,8 @@ def train(env_name: str, cfg: dict, seed: int, run_dir: str, deterministic_eval:
             f"--num_envs ({cfg['num_envs']}) must be a multiple of the "
             f"{jax.local_device_count()} local devices"
         )
-    writer = MetricsWriter(run_dir)
+    _compat.install_device_put_replicated()
+    run_dir = os.path.dirname(writer.path)
     start = time.time()
     last: dict[str, float] = {}
 
@@ -189,6 +197,44 @@ def train(env_name: str, cfg: dict, seed: int, run_dir: str, deterministic_eval:
     return last
 
 
+# What a run writes into its (empty or new) run directory.
+_OUTPUTS = ("config.json", "metrics.csv", "metrics.csv.tmp", "tb")
+
+
+def _close(writer) -> None:
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+def _after_failure(run_dir: str, created: bool) -> str:
+    """Cleans up after a failed run; returns what to append to the error line.
+
+    No evaluation in metrics.csv: removes this run's files (and the directory if this run
+    made it), so the same --logdir can be used again. Otherwise keeps the rows, names them.
+    """
+    from mbmpo_jax.metrics import read_metrics
+
+    try:  # the file, not the writer's memory: the failure may have been that write
+        rows = len(read_metrics(os.path.join(run_dir, "metrics.csv")))
+    except (OSError, ValueError):
+        rows = 0
+    if rows:
+        evals = f"{rows} evaluation{'s' * (rows != 1)}"
+        return f" (metrics of {evals} kept in {run_dir}; remove it or pass another --logdir)"
+    for name in _OUTPUTS:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    if created:
+        with contextlib.suppress(OSError):
+            os.rmdir(run_dir)
+    return ""
+
+
 def main(argv):
     # brax logs every evaluation's metrics at INFO; our progress line replaces them.
     logging.set_verbosity(logging.WARNING)
@@ -222,11 +268,13 @@ def main(argv):
         "deterministic_eval": _DETERMINISTIC_EVAL.value,
         **cfg,
     }
+    created = not os.path.exists(run_dir)
     try:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
     except OSError as e:
+        _after_failure(run_dir, created)
         fail(f"could not write {run_dir}: {e.strerror or e}")
     dev = jax.devices()[0]
     print(
@@ -235,10 +283,21 @@ def main(argv):
         f"{cfg['num_envs']} envs, {cfg['num_evals']} evals | seed {seed} -> {run_dir}",
         flush=True,
     )
+    from mbmpo_jax.metrics import MetricsWriter
+
+    writer = None
     try:
-        last = train(env_name, cfg, seed, run_dir, _DETERMINISTIC_EVAL.value, _QUIET.value)
-    except (OSError, ValueError) as e:
-        fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
+        writer = MetricsWriter(run_dir)
+        last = train(env_name, cfg, seed, writer, _DETERMINISTIC_EVAL.value, _QUIET.value)
+    except KeyboardInterrupt:
+        _close(writer)
+        fail(f"interrupted{_after_failure(run_dir, created)}", code=130)
+    except Exception as e:  # brax and XLA raise many kinds; each is one line here
+        _close(writer)
+        first = (str(e).strip().splitlines() or [""])[0]
+        what = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        fail(what + _after_failure(run_dir, created), code=1)
+    writer.close()
     if last:
         print(
             f"done: return {last['PrePolicy/AverageReturn']:.2f} after "
@@ -249,4 +308,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))
+    run_and_exit(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

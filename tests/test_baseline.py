@@ -1,7 +1,9 @@
 """The model-free baseline CLI (`python -m experiments.baseline`) in subprocesses.
 
 One tiny PPO run on MJX inverted_pendulum (brax compiles its training step and evaluator
-on CPU: ~1 min on 2 cores), then bad inputs, which must fail before JAX does any work.
+on CPU: ~1 min on 2 cores) on the installed jax: on jax >= 0.10 it goes through
+`mbmpo_jax._compat.device_put_replicated`. Then a failure inside training (one line, exit
+1, nothing left behind), and bad inputs, which must fail before JAX does any work.
 """
 
 import csv
@@ -40,7 +42,8 @@ def test_tiny_ppo_run_writes_metrics(tmp_path):
     run_dir = str(tmp_path / "ppo")
     proc = _run(*TINY, "--seed=3", f"--logdir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "warp" not in (proc.stdout + proc.stderr).lower()
+    console = proc.stdout + proc.stderr
+    assert "warp" not in console.lower() and "JAXopt" not in console
 
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
@@ -64,6 +67,23 @@ def test_tiny_ppo_run_writes_metrics(tmp_path):
     # The run directory is not empty now: a second run must refuse to overwrite it.
     again = _run(*TINY, f"--logdir={run_dir}")
     _assert_one_line_error(again, "not empty")
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_failure_in_training_is_one_line_and_leaves_nothing(tmp_path, existed):
+    # 3 forced host devices: brax needs --num_envs to be a multiple of the device count,
+    # which train() checks after the run directory, config.json and the metrics writer
+    # (tb/) exist, before anything compiles.
+    run_dir = tmp_path / "ppo"
+    if existed:
+        run_dir.mkdir()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    proc = run_module("experiments.baseline", *TINY, f"--logdir={run_dir}", env=env, timeout=120)
+    line = one_line_error(proc, 1)
+    assert "ValueError" in line and "multiple of the 3 local devices" in line, line
+    # The same --logdir is usable again: an empty directory stays (the user made it), one
+    # this run made is gone.
+    assert (list(run_dir.iterdir()) == []) if existed else not run_dir.exists()
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,27 @@ Tolerances, on `max |obs_mjx - obs_ref| / (1 + |obs_ref|)` over every step of 20
   the check that the env is MuJoCo's step, contacts included; it runs on ant only (free
   joint, contacts, a loose float32 tolerance below), as each task costs a compile.
 * float32 MJX (what runs): the same dynamics with float32 rounding, amplified by the
-  dynamics; measured worst over 8 seeds at <= 20 steps and the tolerance (about 10x):
-  inverted_pendulum 8e-6 -> 1e-4, swimmer 5e-6 -> 1e-4, hopper 2e-6 -> 1e-4,
-  walker2d 6e-5 -> 1e-3, halfcheetah 5e-3 -> 5e-2, ant 2e-3 -> 5e-2 (jax 0.9.2); jax
-  0.10.2 compiles the step differently and halfcheetah's seed 0 reached 5.8e-2, so
-  halfcheetah and ant are checked at 1e-1.
+  dynamics. Each jax release compiles the step a little differently, so the rounding, and
+  what the dynamics make of it, moves between versions. Measured worst over seeds 0-7
+  (`max(_compare_with_mujoco(name, s) for s in range(8))`, on 2026-11-25 with brax 0.14.2,
+  mujoco 4.0.0, mujoco-mjx 3.17.0) on jax 0.9.2 / 0.10.2 (Python 3.11) / 0.12.0.1 (3.12):
+
+  | task | 0.9.2 | 0.10.2 | 0.12.0.1 | bound |
+  |---|---|---|---|---|
+  | inverted_pendulum | 6.2e-6 | 6.2e-6 | 8.4e-6 | 1e-4 |
+  | swimmer | 5.4e-6 | 6.0e-6 | 5.4e-6 | 1e-4 |
+  | hopper | 3.0e-6 | 3.2e-6 | 3.2e-6 | 1e-4 |
+  | walker2d | 1.1e-4 | 1.2e-4 | 1.1e-4 | 1e-3 |
+  | halfcheetah | 7.0e-2 | 6.6e-2 | 8.1e-2 | 2.5e-1 |
+  | ant | 4.1e-3 | 3.6e-3 | 2.4e-3 | 1e-1 |
+
+  The tested seed 0 is halfcheetah's worst on every version (ant's: 3.5e-4 to 3.9e-4).
+  Bounds: the other four tasks (errors at rounding level, not growing) keep their earlier
+  bounds, >= 8x above every value here.
+  HalfCheetah's error grows chaotically (below), so its bound is set by the largest value
+  seen on any version, 1.12e-1 (seed 0 on jax 0.12.0.1 as reported in issue 19; 8.1e-2 when
+  re-measured here), times 2.2: one more doubling of the growth. Ant keeps 1e-1, 24x its
+  worst, as float32 on accelerators was not measured.
   HalfCheetah and Ant are looser because random torques on a contact-rich body, with the
   4 solver iterations of brax's XMLs, are chaotic: the float32 error roughly doubles every
   2 steps past step 10 (both reach O(1) by step 30-40) while the float64 error stays at
@@ -40,7 +56,7 @@ F32_TOL = {
     "swimmer": 1e-4,
     "hopper": 1e-4,
     "walker2d": 1e-3,
-    "halfcheetah": 1e-1,
+    "halfcheetah": 2.5e-1,
     "ant": 1e-1,
 }
 F64_TOL = 1e-8
