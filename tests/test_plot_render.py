@@ -296,3 +296,10 @@ def test_render_writes_gif_or_explains(smoke_run, tmp_path):
     # A checkpoint step that does not exist is bad input.
     proc = run_module("experiments.render", smoke_run, "--checkpoint=7")
     assert "not a checkpoint" in one_line_error(proc, 2)
+    # A corrupt one is one line too (no tracebacks from orbax's aborted reads).
+    for root, _, files in os.walk(os.path.join(smoke_run, "checkpoints", "3")):
+        for f in files:
+            if f.startswith("manifest") or f.endswith(".ocdbt"):
+                os.remove(os.path.join(root, f))
+    proc = run_module("experiments.render", *args, env=dict(os.environ, MUJOCO_GL="egl"))
+    assert "could not be restored" in one_line_error(proc, 2)
