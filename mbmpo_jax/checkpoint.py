@@ -23,6 +23,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or does not fit this run; one-line message."""
 
 
+class _HoldErrors(logging.Filter):
+    """Holds back the ERROR records logged through absl (orbax's logger) while attached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.records.append(record)
+            return False
+        return True
+
+
 class Checkpointer:
     """Saves and restores the run state pytree under `run_dir/checkpoints/<step>`."""
 
@@ -52,15 +66,28 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
-        """Writes `state` as checkpoint `step` and waits until it is complete on disk."""
+        """Writes `state` as checkpoint `step` and waits until it is complete on disk.
+
+        A failed write (e.g. a full disk) raises CheckpointError with one line; what orbax's
+        writer threads log on the way (a traceback per failed array) is dropped then, and
+        passed on if the save succeeds after all.
+        """
         state = jax.tree.map(np.asarray, state)
+        held = _HoldErrors()
+        absl_logger = logging.getLogger("absl")
+        absl_logger.addFilter(held)
         try:
             self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
             self._manager.wait_until_finished()
         except Exception as e:  # orbax wraps OSErrors in several ways
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise CheckpointError(
-                f"could not write checkpoint {step} in {self.directory}: {e}"
+                f"could not write checkpoint {step} in {self.directory}: {first[:300]}"
             ) from None
+        finally:
+            absl_logger.removeFilter(held)
+        for record in held.records:
+            absl_logger.handle(record)
 
     def restore(self, step: int, like: Any) -> Any:
         """Restores checkpoint `step` into the structure, shapes and dtypes of `like`.

@@ -6,6 +6,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 
 from mbmpo_jax import checkpoint, metrics
 
@@ -31,17 +32,20 @@ def test_checkpoint_of_another_config_names_the_mismatch(tmp_path):
         ck.restore(0, _state(5))
 
 
-def test_checkpoint_disk_error_is_one_line_and_keeps_earlier(tmp_path, monkeypatch):
+def test_checkpoint_disk_error_is_one_line_and_keeps_earlier(tmp_path, monkeypatch, caplog):
     ck = checkpoint.Checkpointer(str(tmp_path))
     ck.save(0, _state())
 
     def full_disk(*args, **kwargs):
+        # what orbax's writer thread does before the save fails: logs a traceback via absl
+        absl_logging.error("RESOURCE_EXHAUSTED: Failed writing\nTraceback (most recent...)")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ck._manager, "save", full_disk)
     with pytest.raises(checkpoint.CheckpointError, match="could not write checkpoint 1") as e:
         ck.save(1, _state())
     assert "\n" not in str(e.value)
+    assert not [r for r in caplog.records if "RESOURCE_EXHAUSTED" in r.getMessage()]
     monkeypatch.undo()
     assert ck.latest_step() == 0
     np.testing.assert_array_equal(ck.restore(0, _state())["w"], np.asarray(_state()["w"]))
