@@ -228,13 +228,13 @@ def _is_empty(run_dir: str) -> bool:
 
 
 def _fault_hook(iteration: int):
-    """on_phase callback implementing MBMPO_FAULT_INJECT (see above)."""
+    """on_phase callback implementing MBMPO_FAULT_INJECT (see above); a no-op without it."""
     if not _FAULT:
-        return None
+        return lambda name: None
     kind, it, phase = _FAULT.split(":")
     signum = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}.get(kind)
     if signum is None or int(it) != iteration:
-        return None
+        return lambda name: None
 
     def hook(name: str) -> None:
         if name == phase:
@@ -321,7 +321,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
             f"({time.perf_counter() - start:.1f}s)",
             flush=True,
         )
-        (_fault_hook(0) or (lambda name: None))("warmup")
+        _fault_hook(0)("warmup")
     else:
         writer = MetricsWriter(run_dir, purge_step=int(state.n_timesteps) + 1)
         writer.truncate(int(state.iteration))
@@ -337,7 +337,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
         steps0 = int(state.n_timesteps)
         state, metrics = trainer.iteration(state, _fault_hook(int(state.iteration) + 1))
         writer.write(metrics)
-        (_fault_hook(int(state.iteration)) or (lambda name: None))("write")
+        _fault_hook(int(state.iteration))("write")
         ckpt.save(int(state.iteration), state)
         timed.append((time.perf_counter() - t0, int(state.n_timesteps) - steps0))
         recent = timed[1:] or timed

@@ -23,6 +23,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or does not fit this run; one-line message."""
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (orbax's span many), cut short."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 class _HoldErrors(logging.Filter):
     """Holds back the ERROR records logged through absl (orbax's logger) while attached."""
 
@@ -80,9 +85,8 @@ class Checkpointer:
             self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
             self._manager.wait_until_finished()
         except Exception as e:  # orbax wraps OSErrors in several ways
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise CheckpointError(
-                f"could not write checkpoint {step} in {self.directory}: {first[:300]}"
+                f"could not write checkpoint {step} in {self.directory}: {_first_line(e)}"
             ) from None
         finally:
             absl_logger.removeFilter(held)
@@ -104,7 +108,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} could not be restored (corrupt, or "
                 f"written by another configuration): "
-                f"{str(e).splitlines()[0][:300]}"
+                f"{_first_line(e)}"
             ) from None
         got = jax.tree_util.tree_leaves_with_path(restored)
         want = jax.tree_util.tree_leaves_with_path(like)
