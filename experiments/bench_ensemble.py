@@ -30,12 +30,16 @@ import numpy as np
 from mbmpo_jax import buffer, dynamics
 
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 7) -> float:
-    """Median FLOP/s of a jitted ``[n, n] @ [n, n]`` float32 matmul (2 n^3 FLOPs)."""
+def matmul_flops_per_s(n: int = 2048, repeats: int = 7, dtype: str = "float32") -> float:
+    """Median FLOP/s of a jitted ``[n, n] @ [n, n]`` matmul (2 n^3 FLOPs): the yardstick.
+
+    ``dtype="bfloat16"``: bfloat16 operands (already in bfloat16) accumulated in float32,
+    the product `dynamics.dense` uses for its wide layers.
+    """
     key_a, key_b = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(key_a, (n, n), jnp.float32)
-    b = jax.random.normal(key_b, (n, n), jnp.float32)
-    matmul = jax.jit(jnp.matmul)
+    a = jax.random.normal(key_a, (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(key_b, (n, n), jnp.float32).astype(dtype)
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
     matmul(a, b).block_until_ready()  # compile
     times = []
     for _ in range(repeats):
@@ -64,12 +68,14 @@ def bench_fit(
     weight_norm: bool = False,
     matmul_n: int = 2048,
     seed: int = 0,
+    compute_dtype: str = "float32",
 ) -> dict:
     """Time ``epochs`` epochs of the ensemble fit; return throughput and its matmul ratio.
 
     Early stopping is switched off (persistency 1.0 keeps the moving average constant),
     so every timed fit runs exactly ``epochs`` epochs on all models. The first call
-    compiles and is not timed; the median of ``repeats`` fits is.
+    compiles and is not timed; the median of ``repeats`` fits is. The ratio is taken
+    against the matmul rate of ``compute_dtype`` (the precision of the wide layers).
     """
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=(transitions, obs_dim)).astype(np.float32)
@@ -85,6 +91,7 @@ def bench_fit(
         max_epochs=epochs,
         persistency=1.0,
         weight_norm=weight_norm,
+        compute_dtype=compute_dtype,
     )
     state = dynamics.init(jax.random.key(seed), obs_dim, act_dim, cfg)
 
@@ -109,7 +116,7 @@ def bench_fit(
         start = time.perf_counter()
         run(i + 1)
         times.append(time.perf_counter() - start)
-        matmul_rates.append(matmul_flops_per_s(matmul_n, repeats=3))
+        matmul_rates.append(matmul_flops_per_s(matmul_n, repeats=3, dtype=compute_dtype))
     ratios = [flops / t / m for t, m in zip(times, matmul_rates, strict=True)]
     fit_s = float(np.median(times))
     matmul_rate = float(np.median(matmul_rates))
@@ -143,6 +150,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--weight-norm", action="store_true")
+    parser.add_argument("--compute-dtype", choices=dynamics.COMPUTE_DTYPES, default="float32")
     args = parser.parse_args()
     result = bench_fit(
         num_models=args.models,
@@ -155,13 +163,14 @@ def main() -> None:
         epochs=args.epochs,
         repeats=args.repeats,
         weight_norm=args.weight_norm,
+        compute_dtype=args.compute_dtype,
     )
     print(json.dumps(result, indent=2))
     print(
         f"fit: {result['model_samples_per_s']:,.0f} model-samples/s per epoch "
         f"({result['epoch_s']:.3f} s/epoch, {result['n_train']} train samples x "
         f"{args.models} models); {result['fit_flops_per_s'] / 1e9:.1f} GFLOP/s = "
-        f"{result['ratio_to_matmul']:.2f} x f32 matmul "
+        f"{result['ratio_to_matmul']:.2f} x {args.compute_dtype} matmul "
         f"({result['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s) on {result['device']}"
     )
 

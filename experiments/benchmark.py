@@ -1,7 +1,9 @@
 """Throughput benchmark: `python -m experiments.benchmark [--out=FILE.json] [--scaling]`.
 
-Measures, in one run on the default JAX device (the GPU when there is one):
-  - the device's float32 matmul rate (the yardstick every ratio below is taken against);
+Measures, in one run on the default JAX device (the GPU when there is one), for each
+ensemble compute precision in --compute_dtypes (float32, bfloat16: the operands of the
+models' wide layers; accumulation is float32 either way):
+  - the device's matmul rate in that precision (the yardstick its ratios are taken against);
   - imagination at the paper's sizes (5 x (512, 512) ensemble, 20 tasks x 50 rollouts x
     200 steps) with the real ensemble and task: model steps/s, FLOP rate, ratio;
   - the ensemble fit: model-samples/s per epoch, FLOP rate, ratio;
@@ -10,9 +12,10 @@ Measures, in one run on the default JAX device (the GPU when there is one):
   - one whole MB-MPO iteration of the paper's configuration (fit + 30 meta steps +
     collection + evaluation), unless --no_iteration;
   - compile times (first call minus steady state) and peak memory.
-`--scaling` adds imagination time against K, R, H and T (cost should be linear in the
-total number of model steps: the table's last column, time per million model steps,
-should stay flat until the device saturates).
+then bfloat16's speed-up over float32 for each phase (ratios of times measured in the
+same run). `--scaling` adds imagination time against K, R, H and T in the first precision
+(cost should be linear in the total number of model steps: the table's last column, time
+per million model steps, should stay flat until the device saturates).
 
 Prints a table; `--out` writes everything as JSON (an existing file is kept unless
 --force; the path is checked before measuring). Timings are medians of `--repeats`.
@@ -40,6 +43,9 @@ _QUICK = flags.DEFINE_bool("quick", False, "small sizes (a check that it runs, n
 _SCALING = flags.DEFINE_bool("scaling", False, "imagination time against K, R, H, T")
 _NO_ITERATION = flags.DEFINE_bool("no_iteration", False, "skip the whole-iteration timing")
 _NO_LOOP = flags.DEFINE_bool("no_loop", False, "skip the Python-loop meta step")
+_DTYPES = flags.DEFINE_list(
+    "compute_dtypes", ["float32", "bfloat16"], "ensemble precisions to measure, in order"
+)
 
 
 def _timed(fn, *args, repeats):
@@ -68,14 +74,18 @@ def _peak_memory():
     return out
 
 
-def bench_imagination(task, num_models, hidden, tasks, rollouts, horizon, repeats):
+def bench_imagination(
+    task, num_models, hidden, tasks, rollouts, horizon, repeats, compute_dtype="float32"
+):
     import jax
 
     from experiments.bench_ensemble import macs_per_sample
     from mbmpo_jax import dynamics, imagine, maml
     from mbmpo_jax import policy as policy_lib
 
-    cfg = dynamics.EnsembleConfig(num_models=num_models, hidden=tuple(hidden))
+    cfg = dynamics.EnsembleConfig(
+        num_models=num_models, hidden=tuple(hidden), compute_dtype=compute_dtype
+    )
     ens = dynamics.init(jax.random.PRNGKey(0), task.obs_dim, task.act_dim, cfg)
     models = dynamics.model_params(ens)
     theta = policy_lib.init(jax.random.PRNGKey(1), task.obs_dim, task.act_dim)
@@ -179,12 +189,79 @@ def _check_out(path: str, force: bool) -> None:
         fail(f"cannot write into {parent} (--out={path})")
 
 
+def _bench_precision(task, cfg, dtype, matmul_n, repeats, loop) -> dict:
+    """Yardstick, imagination, fit, meta step and (unless --no_iteration) one iteration,
+    with the ensemble's wide layers in ``dtype``; prints a line per measurement. ``loop``:
+    also the Python-loop meta step (measured for the first precision only: the loop and
+    the vectorised step use the same models)."""
+    from experiments.bench_ensemble import bench_fit, matmul_flops_per_s
+
+    k, hidden = cfg.ensemble.num_models, tuple(cfg.ensemble.hidden)
+    t, r, h = cfg.meta.meta_batch_size, cfg.meta.rollouts_per_task, cfg.meta.horizon
+    out: dict = {"matmul_flops_per_s": matmul_flops_per_s(matmul_n, max(repeats, 3), dtype)}
+    mm = out["matmul_flops_per_s"]
+    print(f"[{dtype}] matmul ({matmul_n}^2): {mm / 1e9:,.1f} GFLOP/s", flush=True)
+
+    img = bench_imagination(task, k, hidden, t, r, h, repeats, compute_dtype=dtype)
+    img["ratio_to_matmul"] = img["model_flops_per_s"] / mm
+    out["imagination"] = img
+    print(
+        f"[{dtype}] imagination: {img['model_steps_per_s'] / 1e6:,.2f}M model steps/s, "
+        f"{img['model_flops_per_s'] / 1e9:,.1f} GFLOP/s = {img['ratio_to_matmul']:.2f} of matmul "
+        f"({img['seconds']:.3f} s per phase, compile {img['compile_s']:.1f} s)",
+        flush=True,
+    )
+
+    fit = bench_fit(
+        num_models=k,
+        hidden=hidden,
+        batch=cfg.ensemble.batch_size,
+        obs_dim=task.obs_dim,
+        act_dim=task.act_dim,
+        transitions=1000 if _QUICK.value else 5000,
+        epochs=2,
+        repeats=repeats,
+        matmul_n=matmul_n,
+        compute_dtype=dtype,
+    )
+    out["fit"] = fit
+    print(
+        f"[{dtype}] ensemble fit: {fit['model_samples_per_s']:,.0f} model-samples/s per epoch, "
+        f"{fit['fit_flops_per_s'] / 1e9:,.1f} GFLOP/s = {fit['ratio_to_matmul']:.2f} of matmul "
+        f"({fit['epoch_s']:.3f} s per epoch)",
+        flush=True,
+    )
+
+    meta = bench_meta_step(task, cfg, repeats, loop=loop)
+    out["meta_step"] = meta
+    line = f"[{dtype}] TRPO meta step: {meta['meta_step_s']:.3f} s "
+    line += f"(compile {meta['meta_step_compile_s']:.1f} s)"
+    if "loop_meta_step_s" in meta:
+        line += (
+            f" | Python loop over tasks: {meta['loop_meta_step_s']:.3f} s "
+            f"-> vectorised {meta['vectorised_speedup_vs_loop']:.1f}x faster"
+        )
+    print(line, flush=True)
+
+    if not _NO_ITERATION.value:
+        it = bench_iteration(cfg)
+        out["iteration"] = it
+        print(
+            f"[{dtype}] whole iteration ({'smoke' if _QUICK.value else 'paper'} config): "
+            f"{it['iteration_s']:.1f} s = fit {it['fit_s']:.1f} s ({it['fit_epochs_mean']:.0f} "
+            f"epochs) + meta {it['meta_s']:.1f} s + collect {it['collect_s']:.1f} s + eval "
+            f"{it['eval_s']:.1f} s; first iteration +{it['iteration_compile_s']:.1f} s compile",
+            flush=True,
+        )
+    return out
+
+
 def main(argv):
     del argv
     import jax
 
-    from experiments.bench_ensemble import bench_fit, matmul_flops_per_s
     from mbmpo_jax import config as config_lib
+    from mbmpo_jax import dynamics
     from mbmpo_jax.envs.tasks import get_task
 
     try:
@@ -193,6 +270,9 @@ def main(argv):
         fail(str(e))
     if _REPEATS.value < 1:
         fail("--repeats must be >= 1")
+    bad = [d for d in _DTYPES.value if d not in dynamics.COMPUTE_DTYPES]
+    if bad or not _DTYPES.value or len(set(_DTYPES.value)) != len(_DTYPES.value):
+        fail(f"--compute_dtypes: give distinct values of {', '.join(dynamics.COMPUTE_DTYPES)}")
     if _OUT.value:
         _check_out(_OUT.value, _FORCE.value)
     cfg = config_lib.get_config(task.name, "smoke" if _QUICK.value else "paper")
@@ -216,61 +296,23 @@ def main(argv):
         flush=True,
     )
     matmul_n = 1024 if _QUICK.value else 4096 if dev.platform == "gpu" else 2048
-    res["matmul_flops_per_s"] = matmul_flops_per_s(matmul_n, repeats=max(repeats, 3))
-    mm = res["matmul_flops_per_s"]
-    print(f"float32 matmul ({matmul_n}^2): {mm / 1e9:,.1f} GFLOP/s", flush=True)
-
-    img = bench_imagination(task, k, hidden, t, r, h, repeats)
-    img["ratio_to_matmul"] = img["model_flops_per_s"] / mm
-    res["imagination"] = img
-    print(
-        f"imagination: {img['model_steps_per_s'] / 1e6:,.2f}M model steps/s, "
-        f"{img['model_flops_per_s'] / 1e9:,.1f} GFLOP/s = {img['ratio_to_matmul']:.2f} of matmul "
-        f"({img['seconds']:.3f} s per phase, compile {img['compile_s']:.1f} s)",
-        flush=True,
-    )
-
-    fit = bench_fit(
-        num_models=k,
-        hidden=hidden,
-        batch=cfg.ensemble.batch_size,
-        obs_dim=task.obs_dim,
-        act_dim=task.act_dim,
-        transitions=1000 if _QUICK.value else 5000,
-        epochs=2,
-        repeats=repeats,
-        matmul_n=matmul_n,
-    )
-    res["fit"] = fit
-    print(
-        f"ensemble fit: {fit['model_samples_per_s']:,.0f} model-samples/s per epoch, "
-        f"{fit['fit_flops_per_s'] / 1e9:,.1f} GFLOP/s = {fit['ratio_to_matmul']:.2f} of matmul "
-        f"({fit['epoch_s']:.3f} s per epoch)",
-        flush=True,
-    )
-
-    meta = bench_meta_step(task, cfg, repeats, loop=not _NO_LOOP.value)
-    res["meta_step"] = meta
-    line = (
-        f"TRPO meta step: {meta['meta_step_s']:.3f} s (compile {meta['meta_step_compile_s']:.1f} s)"
-    )
-    if "loop_meta_step_s" in meta:
-        line += (
-            f" | Python loop over tasks: {meta['loop_meta_step_s']:.3f} s "
-            f"-> vectorised {meta['vectorised_speedup_vs_loop']:.1f}x faster"
-        )
-    print(line, flush=True)
-
-    if not _NO_ITERATION.value:
-        it = bench_iteration(cfg)
-        res["iteration"] = it
-        print(
-            f"whole iteration ({'smoke' if _QUICK.value else 'paper'} config): "
-            f"{it['iteration_s']:.1f} s = fit {it['fit_s']:.1f} s ({it['fit_epochs_mean']:.0f} "
-            f"epochs) + meta {it['meta_s']:.1f} s + collect {it['collect_s']:.1f} s + eval "
-            f"{it['eval_s']:.1f} s; first iteration +{it['iteration_compile_s']:.1f} s compile",
-            flush=True,
-        )
+    res["precisions"] = {}
+    for i, dtype in enumerate(_DTYPES.value):
+        cfg.ensemble.compute_dtype = dtype
+        loop = not _NO_LOOP.value and i == 0
+        res["precisions"][dtype] = _bench_precision(task, cfg, dtype, matmul_n, repeats, loop)
+    if {"float32", "bfloat16"} <= set(res["precisions"]):
+        f32, b16 = res["precisions"]["float32"], res["precisions"]["bfloat16"]
+        speedup = {
+            "imagination": f32["imagination"]["seconds"] / b16["imagination"]["seconds"],
+            "fit": f32["fit"]["epoch_s"] / b16["fit"]["epoch_s"],
+            "meta_step": f32["meta_step"]["meta_step_s"] / b16["meta_step"]["meta_step_s"],
+        }
+        if "iteration" in f32:
+            speedup["iteration"] = f32["iteration"]["iteration_s"] / b16["iteration"]["iteration_s"]
+        res["bfloat16_speedup"] = speedup
+        print("bfloat16 speed-up: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedup.items()))
+    cfg.ensemble.compute_dtype = _DTYPES.value[0]
 
     if _SCALING.value:
         rows = []
@@ -288,7 +330,7 @@ def main(argv):
                 kw = dict(base, **{name: v})
                 if kw["tasks"] % kw["num_models"]:
                     kw["tasks"] = kw["num_models"]
-                row = bench_imagination(task, repeats=repeats, **kw)
+                row = bench_imagination(task, repeats=repeats, compute_dtype=_DTYPES.value[0], **kw)
                 row["swept"] = name
                 rows.append(row)
         res["scaling"] = rows

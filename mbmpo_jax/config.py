@@ -77,6 +77,8 @@ def _paper(env: str) -> ml_collections.ConfigDict:
     c.ensemble.persistency = 0.99
     c.ensemble.buffer_size = 100_000
     c.ensemble.obs_clip = 1000.0
+    # Operands of the hidden-to-hidden matmuls (fit and imagination); float32 accumulation.
+    c.ensemble.compute_dtype = "float32"
 
     c.policy = ml_collections.ConfigDict()
     c.policy.hidden = (32, 32)
@@ -303,6 +305,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(
         cfg.meta.start_from in ("reset", "buffer"),
         f"meta.start_from must be reset or buffer, got {cfg.meta.start_from!r}",
+    )
+    need(
+        cfg.ensemble.compute_dtype in ("float32", "bfloat16"),
+        f"ensemble.compute_dtype must be float32 or bfloat16, got {cfg.ensemble.compute_dtype!r}",
     )
     need(
         cfg.ensemble.activation in ("relu", "tanh", "swish", "elu"),

@@ -42,6 +42,7 @@ from mbmpo_jax import buffer as buffer_lib
 
 __all__ = [
     "ACTIVATIONS",
+    "COMPUTE_DTYPES",
     "EPS",
     "EnsembleConfig",
     "EnsembleState",
@@ -52,6 +53,7 @@ __all__ = [
     "effective_weight",
     "ensemble_mean",
     "ensemble_std",
+    "dense",
     "epoch_train_rows",
     "fit",
     "fit_unchecked",
@@ -79,6 +81,9 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 Layers = tuple[dict[str, jax.Array], ...]  # one dict per dense layer
 
+# Operand precision of the wide (hidden-to-hidden) matmuls; accumulation is float32 always.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
@@ -97,6 +102,10 @@ class EnsembleConfig:
     valid_split: float = 0.2
     persistency: float = 0.99
     obs_clip: float = 1000.0
+    # "bfloat16": the hidden-to-hidden matmuls (forward and both backward products) take
+    # bfloat16 operands and accumulate in float32; parameters, Adam, the normaliser, the
+    # thin first and last layers, the loss and early stopping stay float32 (`dense`).
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         # A list here would make the config unhashable and break jit's static args.
@@ -105,6 +114,8 @@ class EnsembleConfig:
             raise ValueError(f"num_models must be >= 1, got {self.num_models}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} not in {sorted(ACTIVATIONS)}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype {self.compute_dtype!r} not in {COMPUTE_DTYPES}")
         if not 0.0 < self.valid_split < 1.0:
             raise ValueError(f"valid_split must be in (0, 1), got {self.valid_split}")
         if self.batch_size < 1 or self.max_epochs < 0:
@@ -146,14 +157,15 @@ class Model:
     """One model's (or, with a leading axis, K models') frozen predictor for imagination.
 
     Leaves: ``layers`` (``w [.., I, O]``, ``b [.., O]``, weight norm already folded in) and
-    ``norm``. ``activation`` and ``obs_clip`` are static, so ``tree.map(lambda x: x[i], m)``
-    keeps them.
+    ``norm``. ``activation``, ``obs_clip`` and ``compute_dtype`` are static, so
+    ``tree.map(lambda x: x[i], m)`` keeps them.
     """
 
     layers: Layers
     norm: Normaliser
     activation: str = struct.field(pytree_node=False, default="relu")
     obs_clip: float = struct.field(pytree_node=False, default=1000.0)
+    compute_dtype: str = struct.field(pytree_node=False, default="float32")
 
 
 class FitInfo(NamedTuple):
@@ -213,15 +225,72 @@ def effective_weight(layer: dict[str, jax.Array]) -> jax.Array:
     return layer["g"][..., None, :] * v / jnp.linalg.norm(v, axis=-2, keepdims=True)
 
 
-def mlp_apply(layers: Layers, x: jax.Array, activation: str = "relu") -> jax.Array:
+@jax.custom_vjp
+def _dense_bf16(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.matmul(
+        x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=x.dtype
+    )
+
+
+def _dense_bf16_fwd(x, w):
+    x_lp, w_lp = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    out = jnp.matmul(x_lp, w_lp, preferred_element_type=x.dtype)
+    # Empty arrays carry the primal dtypes (float32, or float64 under x64) to the backward.
+    return out, (x_lp, w_lp, jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
+
+
+def _dense_bf16_bwd(res, g):
+    x_lp, w_lp, x_like, w_like = res
+    g_lp = g.astype(jnp.bfloat16)
+    dx = jnp.matmul(g_lp, w_lp.T, preferred_element_type=x_like.dtype)
+    x2 = x_lp.reshape(-1, x_lp.shape[-1])
+    g2 = g_lp.reshape(-1, g_lp.shape[-1])
+    # dw = x2.T @ g2 contracts the batch axis, which is not x2's minor axis. XLA's CPU
+    # backend folds a plain transpose into the dot and then runs it in float32 (the matrix
+    # units' bfloat16 path wants the contracted axis minor), about 3x slower; the one-row
+    # concatenation makes the transposed copy real, so the product stays in bfloat16
+    # (WORKSPACE.md, issue 18). The padding row is sliced off the [I + 1, O] result.
+    xt = jnp.concatenate([x2.T, jnp.zeros((1, x2.shape[0]), jnp.bfloat16)], axis=0)
+    dw = jnp.matmul(xt, g2, preferred_element_type=w_like.dtype)[:-1]
+    return dx, dw
+
+
+_dense_bf16.defvjp(_dense_bf16_fwd, _dense_bf16_bwd)
+
+
+def dense(x: jax.Array, w: jax.Array, compute_dtype: str = "float32") -> jax.Array:
+    """``x [..., I] @ w [I, O]``; with ``"bfloat16"`` operands are rounded to bfloat16 and
+    products accumulate in ``x``'s dtype (float32), in the forward pass and in both
+    backward products (``g @ w.T`` and ``x.T @ g``, a `jax.custom_vjp`).
+
+    Transforms: pure JAX; safe under jit, vmap and grad (the bfloat16 gradient is that of
+    the rounded operands, not of the float32 product).
+    """
+    if compute_dtype == "float32":
+        return x @ w
+    if compute_dtype == "bfloat16":
+        return _dense_bf16(x, w)
+    raise ValueError(f"compute_dtype {compute_dtype!r} not in {COMPUTE_DTYPES}")
+
+
+def mlp_apply(
+    layers: Layers, x: jax.Array, activation: str = "relu", compute_dtype: str = "float32"
+) -> jax.Array:
     """``x [..., I] -> [..., O]``; hidden layers use ``activation``, the output is linear.
+
+    ``compute_dtype`` applies to the hidden-to-hidden layers only (`dense`): the first
+    layer (inputs of O + A, about 20-40 wide) and the last (O outputs) stay float32, since
+    thin products gain little from the matrix units and the model's inputs and outputs
+    keep full precision.
 
     Transforms: pure JAX; safe under jit, vmap and grad.
     """
     act_fn = ACTIVATIONS[activation]
+    last = len(layers) - 1
     for i, layer in enumerate(layers):
-        x = x @ effective_weight(layer) + layer["b"]
-        if i < len(layers) - 1:
+        dtype = compute_dtype if 0 < i < last else "float32"
+        x = dense(x, effective_weight(layer), dtype) + layer["b"]
+        if i < last:
             x = act_fn(x)
     return x
 
@@ -291,7 +360,13 @@ def model_params(state: EnsembleState) -> Model:
     k = state.cfg.num_models
     layers = tuple({"w": effective_weight(layer), "b": layer["b"]} for layer in state.params)
     norm = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), state.norm)
-    return Model(layers, norm, activation=state.cfg.activation, obs_clip=state.cfg.obs_clip)
+    return Model(
+        layers,
+        norm,
+        activation=state.cfg.activation,
+        obs_clip=state.cfg.obs_clip,
+        compute_dtype=state.cfg.compute_dtype,
+    )
 
 
 def model_step(model_k: Model, obs: jax.Array, act: jax.Array) -> jax.Array:
@@ -305,7 +380,8 @@ def model_step(model_k: Model, obs: jax.Array, act: jax.Array) -> jax.Array:
       ``[B, O]``. Pure; safe under jit, vmap and grad (w.r.t. obs, act or params).
     """
     norm = model_k.norm
-    delta_n = mlp_apply(model_k.layers, _normalise_inputs(norm, obs, act), model_k.activation)
+    x = _normalise_inputs(norm, obs, act)
+    delta_n = mlp_apply(model_k.layers, x, model_k.activation, model_k.compute_dtype)
     delta = delta_n * (norm.delta_std + EPS) + norm.delta_mean
     return jnp.clip(obs + delta, -model_k.obs_clip, model_k.obs_clip)
 
@@ -400,9 +476,9 @@ def epoch_train_rows(
     return jax.lax.switch(which, [shuffle_prefix(size) for size in sizes], u)
 
 
-def _masked_sq_err(layers: Layers, x, y, mask, activation: str):
+def _masked_sq_err(layers: Layers, x, y, mask, activation: str, compute_dtype: str = "float32"):
     """Per-sample MSE ``[B]`` (mean over O), zero where ``mask`` is False."""
-    err = ((mlp_apply(layers, x, activation) - y) ** 2).mean(axis=-1)
+    err = ((mlp_apply(layers, x, activation, compute_dtype) - y) ** 2).mean(axis=-1)
     return jnp.where(mask, err, 0.0)
 
 
@@ -474,7 +550,7 @@ def fit_with_keys(
         """One Adam step for one model; a stopped model returns its inputs unchanged."""
 
         def loss_fn(p):
-            err = _masked_sq_err(p, x, y, mask, cfg.activation)
+            err = _masked_sq_err(p, x, y, mask, cfg.activation, cfg.compute_dtype)
             return err.sum() / jnp.maximum(mask.sum(), 1), err.sum()
 
         (_, err_sum), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -515,8 +591,8 @@ def fit_with_keys(
         def body(j, err_sum):
             idx = jax.lax.dynamic_slice_in_dim(val_rows, j * batch, batch, axis=1)
             mask = j * batch + jnp.arange(batch) < n_val
-            err = jax.vmap(_masked_sq_err, in_axes=(0, 0, 0, None, None))(
-                params, inputs[idx], targets[idx], mask, cfg.activation
+            err = jax.vmap(_masked_sq_err, in_axes=(0, 0, 0, None, None, None))(
+                params, inputs[idx], targets[idx], mask, cfg.activation, cfg.compute_dtype
             )
             return err_sum + err.sum(axis=-1)
 

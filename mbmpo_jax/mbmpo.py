@@ -101,6 +101,7 @@ def ensemble_config(cfg: ml_collections.ConfigDict) -> dynamics.EnsembleConfig:
         valid_split=e.valid_split,
         persistency=e.persistency,
         obs_clip=e.obs_clip,
+        compute_dtype=e.compute_dtype,
     )
 
 

@@ -15,19 +15,30 @@ def test_quick_benchmark_json(tmp_path):
     proc = run_module("experiments.benchmark", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    for key in ("device", "jax", "matmul_flops_per_s", "imagination", "fit", "meta_step"):
+    for key in ("device", "jax", "precisions", "bfloat16_speedup"):
         assert key in res, key
-    assert res["matmul_flops_per_s"] > 1e8
-    im, fit, meta = res["imagination"], res["fit"], res["meta_step"]
-    assert im["ratio_to_matmul"] == pytest.approx(
-        im["model_flops_per_s"] / res["matmul_flops_per_s"]
+    assert list(res["precisions"]) == ["float32", "bfloat16"]  # the default, in order
+    for dtype, p in res["precisions"].items():
+        assert p["matmul_flops_per_s"] > 1e8, dtype
+        im, fit, meta = p["imagination"], p["fit"], p["meta_step"]
+        # each precision's throughput is a fraction of its own yardstick
+        assert im["ratio_to_matmul"] == pytest.approx(
+            im["model_flops_per_s"] / p["matmul_flops_per_s"]
+        )
+        assert im["model_steps_per_s"] == pytest.approx(im["model_steps"] / im["seconds"])
+        assert 0 < fit["ratio_to_matmul"] < 2 and fit["epoch_s"] > 0
+        assert fit["config"]["compute_dtype"] == dtype
+        assert meta["meta_step_s"] > 0 and meta["meta_step_compile_s"] >= 0
+    f32, b16 = res["precisions"]["float32"], res["precisions"]["bfloat16"]
+    assert res["bfloat16_speedup"]["fit"] == pytest.approx(
+        f32["fit"]["epoch_s"] / b16["fit"]["epoch_s"]
     )
-    assert im["model_steps_per_s"] == pytest.approx(im["model_steps"] / im["seconds"])
-    assert 0 < fit["ratio_to_matmul"] < 2 and fit["epoch_s"] > 0
-    assert meta["meta_step_s"] > 0 and meta["meta_step_compile_s"] >= 0
+    assert "iteration" not in res["bfloat16_speedup"]  # --no_iteration
+    meta = f32["meta_step"]  # the Python-loop comparison: first precision only
     assert meta["vectorised_speedup_vs_loop"] == pytest.approx(
         meta["loop_meta_step_s"] / meta["meta_step_s"]
     )
+    assert "loop_meta_step_s" not in b16["meta_step"]
     assert res["memory"]["host_peak_rss_mb"] > 0
     assert f"wrote {out}" in proc.stdout and "TRPO meta step" in proc.stdout
 
@@ -44,6 +55,8 @@ def test_quick_benchmark_json(tmp_path):
     [
         (["--env=nope"], "unknown task"),
         (["--repeats=0"], "--repeats"),
+        (["--compute_dtypes=float16"], "--compute_dtypes"),
+        (["--compute_dtypes=float32,float32"], "--compute_dtypes"),
         (["--bogus"], "Unknown command line flag"),
     ],
 )
