@@ -225,24 +225,33 @@ def effective_weight(layer: dict[str, jax.Array]) -> jax.Array:
     return layer["g"][..., None, :] * v / jnp.linalg.norm(v, axis=-2, keepdims=True)
 
 
-@jax.custom_vjp
-def _dense_bf16(x: jax.Array, w: jax.Array) -> jax.Array:
+def _contract_last(a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
+    """``a [..., N] . b [M, N] -> [..., M]`` (``a @ b.T`` without a transpose op)."""
+    dims = (((a.ndim - 1,), (1,)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dense_lp(x: jax.Array, w: jax.Array, operand_dtype) -> jax.Array:
     return jnp.matmul(
-        x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=x.dtype
+        x.astype(operand_dtype), w.astype(operand_dtype), preferred_element_type=x.dtype
     )
 
 
-def _dense_bf16_fwd(x, w):
-    x_lp, w_lp = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+def _dense_lp_fwd(x, w, operand_dtype):
+    x_lp, w_lp = x.astype(operand_dtype), w.astype(operand_dtype)
     out = jnp.matmul(x_lp, w_lp, preferred_element_type=x.dtype)
     # Empty arrays carry the primal dtypes (float32, or float64 under x64) to the backward.
     return out, (x_lp, w_lp, jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
 
 
-def _dense_bf16_bwd(res, g):
+def _dense_lp_bwd(operand_dtype, res, g):
     x_lp, w_lp, x_like, w_like = res
-    g_lp = g.astype(jnp.bfloat16)
-    dx = jnp.matmul(g_lp, w_lp.T, preferred_element_type=x_like.dtype)
+    g_lp = g.astype(operand_dtype)
+    # dx = g @ w.T as one dot_general contracting both minor axes: written with `w.T`, the
+    # transpose reaches XLA's CPU operand upcaster as a non-default layout and the product
+    # runs in float32 (measured: the slowest op of the bfloat16 fit step).
+    dx = _contract_last(g_lp, w_lp, x_like.dtype)
     x2 = x_lp.reshape(-1, x_lp.shape[-1])
     g2 = g_lp.reshape(-1, g_lp.shape[-1])
     # dw = x2.T @ g2 contracts the batch axis, which is not x2's minor axis. XLA's CPU
@@ -250,12 +259,12 @@ def _dense_bf16_bwd(res, g):
     # units' bfloat16 path wants the contracted axis minor), about 3x slower; the one-row
     # concatenation makes the transposed copy real, so the product stays in bfloat16
     # (WORKSPACE.md, issue 18). The padding row is sliced off the [I + 1, O] result.
-    xt = jnp.concatenate([x2.T, jnp.zeros((1, x2.shape[0]), jnp.bfloat16)], axis=0)
+    xt = jnp.concatenate([x2.T, jnp.zeros((1, x2.shape[0]), x2.dtype)], axis=0)
     dw = jnp.matmul(xt, g2, preferred_element_type=w_like.dtype)[:-1]
     return dx, dw
 
 
-_dense_bf16.defvjp(_dense_bf16_fwd, _dense_bf16_bwd)
+_dense_lp.defvjp(_dense_lp_fwd, _dense_lp_bwd)
 
 
 def dense(x: jax.Array, w: jax.Array, compute_dtype: str = "float32") -> jax.Array:
@@ -269,7 +278,7 @@ def dense(x: jax.Array, w: jax.Array, compute_dtype: str = "float32") -> jax.Arr
     if compute_dtype == "float32":
         return x @ w
     if compute_dtype == "bfloat16":
-        return _dense_bf16(x, w)
+        return _dense_lp(x, w, jnp.bfloat16)
     raise ValueError(f"compute_dtype {compute_dtype!r} not in {COMPUTE_DTYPES}")
 
 
@@ -281,15 +290,20 @@ def mlp_apply(
     ``compute_dtype`` applies to the hidden-to-hidden layers only (`dense`): the first
     layer (inputs of O + A, about 20-40 wide) and the last (O outputs) stay float32, since
     thin products gain little from the matrix units and the model's inputs and outputs
-    keep full precision.
+    keep full precision. In a bfloat16 network those thin layers still go through the
+    custom vjp (float32 operands), whose backward dot forms are the CPU's fast ones.
 
     Transforms: pure JAX; safe under jit, vmap and grad.
     """
     act_fn = ACTIVATIONS[activation]
     last = len(layers) - 1
     for i, layer in enumerate(layers):
-        dtype = compute_dtype if 0 < i < last else "float32"
-        x = dense(x, effective_weight(layer), dtype) + layer["b"]
+        w = effective_weight(layer)
+        if 0 < i < last or compute_dtype == "float32":
+            x = dense(x, w, compute_dtype)
+        else:  # a thin layer of a bfloat16 network: float32 through the same vjp
+            x = _dense_lp(x, w, jnp.float32)
+        x = x + layer["b"]
         if i < last:
             x = act_fn(x)
     return x

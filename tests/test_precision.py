@@ -67,6 +67,25 @@ def test_bfloat16_dense_under_vmap_jit_and_second_order_grad():
     assert np.all(np.isfinite(np.asarray(hvp)))
 
 
+def test_thin_layers_of_a_bfloat16_network_have_float32_gradients():
+    """The first and last layers run float32 through the same custom vjp (its dot forms are
+    the fast ones on CPU): forward and gradients equal plain autodiff of ``x @ w``."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(3, 40, 7)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 7, 64)), jnp.float32)
+
+    def loss(dense_fn):
+        return lambda w, x: jnp.sum(jnp.sin(dense_fn(x, w)))
+
+    custom = jax.jit(
+        jax.vmap(
+            jax.value_and_grad(loss(lambda x, w: dynamics._dense_lp(x, w, jnp.float32)), (0, 1))
+        )
+    )
+    plain = jax.jit(jax.vmap(jax.value_and_grad(loss(lambda x, w: x @ w), (0, 1))))
+    chex.assert_trees_all_close(custom(w, x), plain(w, x), rtol=1e-5, atol=1e-5)
+
+
 def test_float32_dense_is_the_plain_product_and_bad_dtype_raises():
     x = jnp.arange(6.0).reshape(2, 3)
     w = jnp.arange(12.0).reshape(3, 4) / 7
