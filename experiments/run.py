@@ -72,8 +72,9 @@ _RESUME = flags.DEFINE_bool("resume", False, "continue the run in --logdir")
 _QUIET = flags.DEFINE_bool("quiet", False, "no per-iteration progress lines")
 
 _OVERRIDES: list[str] = []
-# Fields that do not shape the run's state: a resumed run may change them (e.g. extend it).
-_RESUMABLE_CHANGES = ("num_iterations", "total_steps", "checkpoint_keep")
+# Fields that do not shape the run's state: a resumed run may change them (e.g. extend it,
+# or continue with the ensemble's matmuls in another precision: parameters stay float32).
+_RESUMABLE_CHANGES = ("num_iterations", "total_steps", "checkpoint_keep", "ensemble.compute_dtype")
 # The config the run's checkpoints were written with (config.json is the one to read; this
 # copy tells a hand-edited config.json from the run's own).
 _ORIGINAL_CONFIG = ".run_config.json"
@@ -169,7 +170,11 @@ def _resume_config(run_dir: str, requested):
     diffs = []
     for field in dict.fromkeys(item.split("=", 1)[0] for item in explicit):
         if field in _RESUMABLE_CHANGES:
-            stored[field] = requested[field]
+            *path, leaf = field.split(".")
+            node_s, node_r = stored, requested
+            for k in path:
+                node_s, node_r = node_s[k], node_r[k]
+            node_s[leaf] = node_r[leaf]
             continue
         node_s, node_r = stored, requested
         for k in field.split("."):

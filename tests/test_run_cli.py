@@ -220,12 +220,17 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     assert os.path.isdir(os.path.join(base, "seed0", "checkpoints", "0"))
     assert not os.path.exists(os.path.join(base, "seed1"))
 
-    r = run_cli(resume.split(), env)
+    # The ensemble's precision is a resumable change (parameters stay float32).
+    r = run_cli([*resume.split(), "--config.ensemble.compute_dtype=bfloat16"], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed at iteration 0" in r.stdout
     for seed in ("seed0", "seed1"):
         assert [row["iteration"] for row in read_rows(os.path.join(base, seed))] == ["1.0", "2.0"]
+        stored = json.load(open(os.path.join(base, seed, "config.json")))
+        assert stored["ensemble"]["compute_dtype"] == "bfloat16"
     assert json.load(open(os.path.join(base, "seed1", "config.json")))["seed"] == 1
+    original = json.load(open(os.path.join(base, "seed0", ".run_config.json")))
+    assert original["ensemble"]["compute_dtype"] == "float32"  # what the run began with
 
 
 def test_sigint_during_compile_then_again_exits_at_once_in_one_line(tmp_path, env):
