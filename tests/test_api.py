@@ -48,6 +48,7 @@ PUBLIC = {
     ],
     "mbmpo_jax.dynamics": [
         "ACTIVATIONS",
+        "COMPUTE_DTYPES",
         "EPS",
         "EnsembleConfig",
         "EnsembleState",
@@ -55,6 +56,7 @@ PUBLIC = {
         "Model",
         "Normaliser",
         "compute_normaliser",
+        "dense",
         "effective_weight",
         "ensemble_mean",
         "ensemble_std",
