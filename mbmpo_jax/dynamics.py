@@ -268,9 +268,11 @@ _dense_lp.defvjp(_dense_lp_fwd, _dense_lp_bwd)
 
 
 def dense(x: jax.Array, w: jax.Array, compute_dtype: str = "float32") -> jax.Array:
-    """``x [..., I] @ w [I, O]``; with ``"bfloat16"`` operands are rounded to bfloat16 and
-    products accumulate in ``x``'s dtype (float32), in the forward pass and in both
-    backward products (``g @ w.T`` and ``x.T @ g``, a `jax.custom_vjp`).
+    """``x [..., I] @ w [I, O]`` (one weight matrix; vmap for a stack of models).
+
+    With ``"bfloat16"`` operands are rounded to bfloat16 and products accumulate in
+    ``x``'s dtype (float32), in the forward pass and in both backward products
+    (``g @ w.T`` and ``x.T @ g``, a `jax.custom_vjp`).
 
     Transforms: pure JAX; safe under jit, vmap and grad (the bfloat16 gradient is that of
     the rounded operands, not of the float32 product).
@@ -278,6 +280,10 @@ def dense(x: jax.Array, w: jax.Array, compute_dtype: str = "float32") -> jax.Arr
     if compute_dtype == "float32":
         return x @ w
     if compute_dtype == "bfloat16":
+        if w.ndim != 2:  # the vjp's dw sums over every leading axis of x
+            raise ValueError(
+                f"dense needs one weight matrix [I, O] (vmap over models), got {w.shape}"
+            )
         return _dense_lp(x, w, jnp.bfloat16)
     raise ValueError(f"compute_dtype {compute_dtype!r} not in {COMPUTE_DTYPES}")
 

@@ -92,6 +92,8 @@ def test_float32_dense_is_the_plain_product_and_bad_dtype_raises():
     np.testing.assert_array_equal(dynamics.dense(x, w), x @ w)
     with pytest.raises(ValueError, match="compute_dtype"):
         dynamics.dense(x, w, "float16")
+    with pytest.raises(ValueError, match="one weight matrix"):
+        dynamics.dense(x[None], w[None], "bfloat16")  # a stack of models needs vmap
     with pytest.raises(ValueError, match="compute_dtype"):
         dynamics.EnsembleConfig(compute_dtype="float16")
 
