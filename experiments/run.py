@@ -169,18 +169,14 @@ def _resume_config(run_dir: str, requested):
     ]
     diffs = []
     for field in dict.fromkeys(item.split("=", 1)[0] for item in explicit):
-        if field in _RESUMABLE_CHANGES:
-            *path, leaf = field.split(".")
-            node_s, node_r = stored, requested
-            for k in path:
-                node_s, node_r = node_s[k], node_r[k]
-            node_s[leaf] = node_r[leaf]
-            continue
+        *parents, leaf = field.split(".")
         node_s, node_r = stored, requested
-        for k in field.split("."):
+        for k in parents:
             node_s, node_r = node_s[k], node_r[k]
-        if node_s != node_r:
-            diffs.append(f"{field}: run has {node_s!r}, command asks {node_r!r}")
+        if field in _RESUMABLE_CHANGES:
+            node_s[leaf] = node_r[leaf]
+        elif node_s[leaf] != node_r[leaf]:
+            diffs.append(f"{field}: run has {node_s[leaf]!r}, command asks {node_r[leaf]!r}")
     if diffs:
         fail(f"--resume: the command's config differs from {path}: " + "; ".join(diffs))
     return _checked(stored, f"--resume: {path}: ")

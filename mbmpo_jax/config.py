@@ -29,6 +29,7 @@ from typing import Any
 
 import ml_collections
 
+from mbmpo_jax.dynamics import COMPUTE_DTYPES
 from mbmpo_jax.envs.tasks import TASKS
 
 __all__ = [
@@ -307,8 +308,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         f"meta.start_from must be reset or buffer, got {cfg.meta.start_from!r}",
     )
     need(
-        cfg.ensemble.compute_dtype in ("float32", "bfloat16"),
-        f"ensemble.compute_dtype must be float32 or bfloat16, got {cfg.ensemble.compute_dtype!r}",
+        cfg.ensemble.compute_dtype in COMPUTE_DTYPES,
+        f"ensemble.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
+        f"got {cfg.ensemble.compute_dtype!r}",
     )
     need(
         cfg.ensemble.activation in ("relu", "tanh", "swish", "elu"),
