@@ -4,18 +4,29 @@ A task is a `TaskSpec`; swapping its reward makes a new task on the same MuJoCo 
 The reward reads observations only, so imagination and the real environment agree.
 
     python -m examples.custom_task [--preset=cpu] [--iterations=10]
+
+Bad flag values: one-line error, exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
+from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+from experiments._cli import fail, own_flags_parser
 from mbmpo_jax import config, mbmpo
 from mbmpo_jax.envs.tasks import get_task
+
+# A FlagValues of its own: the examples can be imported together (tests) without clashing.
+_FLAGS = flags.FlagValues()
+_PRESET = flags.DEFINE_enum("preset", "cpu", config.PRESETS, "config preset", flag_values=_FLAGS)
+_ITERATIONS = flags.DEFINE_integer(
+    "iterations", 10, "MB-MPO iterations", lower_bound=1, flag_values=_FLAGS
+)
 
 
 def backward_reward(obs, act, next_obs):
@@ -42,13 +53,14 @@ def run(preset: str = "cpu", iterations: int = 10, overrides=(), seed: int = 0, 
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--iterations", type=int, default=10)
-    args = parser.parse_args()
-    run(args.preset, args.iterations)
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(_PRESET.value, _ITERATIONS.value)
+    except config.ConfigError as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

@@ -4,20 +4,34 @@ The compounding-error curve from the slides: start each model at a real state, f
 the real action sequence, and compare its open-loop prediction with the simulator's
 trajectory at every horizon h. Errors compound with h.
 
-    python -m examples.ensemble_compounding_error [--env=halfcheetah]
+    python -m examples.ensemble_compounding_error [--env=halfcheetah] [--horizon=50]
+        [--out=FILE.png]
+
+Bad flag values: one-line error, exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
+from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+from experiments._cli import fail, own_flags_parser
 from mbmpo_jax import buffer, dynamics
 from mbmpo_jax.envs import native
-from mbmpo_jax.envs.tasks import get_task
+from mbmpo_jax.envs.tasks import TASKS, get_task
+
+# A FlagValues of its own: the examples can be imported together (tests) without clashing.
+_FLAGS = flags.FlagValues()
+_ENV = flags.DEFINE_enum("env", "halfcheetah", list(TASKS), "task", flag_values=_FLAGS)
+_HORIZON = flags.DEFINE_integer(
+    "horizon", 50, "open-loop steps (and real episode length)", lower_bound=1, flag_values=_FLAGS
+)
+_OUT = flags.DEFINE_string("out", None, "optional PNG of the curve", flag_values=_FLAGS)
 
 
 def open_loop(models: dynamics.Model, obs0: jax.Array, acts: jax.Array) -> jax.Array:
@@ -82,17 +96,36 @@ def run(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="halfcheetah")
-    parser.add_argument("--horizon", type=int, default=50)
-    parser.add_argument("--out", default=None, help="optional PNG of the curve")
-    args = parser.parse_args()
-    result = run(env=args.env, horizon=args.horizon)
+def _check_out(path: str) -> None:
+    """Fails fast (before the fit) on an --out that matplotlib cannot write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if os.path.isdir(path):
+        fail(f"--out={path} is a directory; give a file name")
+    ext = os.path.splitext(path)[1][1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in formats:
+        fail(f"--out={path}: unknown image format {ext!r}; valid: {', '.join(sorted(formats))}")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create the directory of --out={path}: {e.strerror or e}")
+    if not os.access(parent, os.W_OK):
+        fail(f"cannot write into {parent} (--out={path})")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    env, horizon, out = _ENV.value, _HORIZON.value, _OUT.value
+    if out:
+        _check_out(out)
+    result = run(env=env, horizon=horizon)
     for h in (1, 5, 10, 20, 50, 100):
-        if h <= args.horizon:
+        if h <= horizon:
             print(f"h={h:>3}  open-loop MSE of the ensemble mean: {result['mse'][h - 1]:.4f}")
-    if args.out:
+    if out:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -102,11 +135,14 @@ def main() -> None:
         plt.semilogy(result["horizon"], result["mse"], color="C0", lw=2, label="ensemble mean")
         plt.xlabel("open-loop steps")
         plt.ylabel("MSE vs real simulator")
-        plt.title(f"{args.env}: compounding model error")
+        plt.title(f"{env}: compounding model error")
         plt.legend()
-        plt.savefig(args.out, dpi=100)
-        print(f"wrote {args.out}")
+        try:
+            plt.savefig(out, dpi=100)
+        except OSError as e:
+            fail(f"cannot write --out={out}: {e.strerror or e}", code=1)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

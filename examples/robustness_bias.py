@@ -9,16 +9,31 @@ Composes the public pieces: `Trainer(cfg, dynamics_fn=..., models_fn=...)` imagi
 the perturbed models, everything else is the standard loop.
 
     python -m examples.robustness_bias [--preset=cpu] [--iterations=20] [--bias=0.5,1.0]
+
+Bad flag values: one-line error, exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
+from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+from experiments._cli import fail, own_flags_parser
 from mbmpo_jax import config, dynamics, mbmpo
+
+# A FlagValues of its own: the examples can be imported together (tests) without clashing.
+_FLAGS = flags.FlagValues()
+_PRESET = flags.DEFINE_enum("preset", "cpu", config.PRESETS, "config preset", flag_values=_FLAGS)
+_ITERATIONS = flags.DEFINE_integer(
+    "iterations", 20, "MB-MPO iterations per run", lower_bound=1, flag_values=_FLAGS
+)
+_BIAS = flags.DEFINE_list(
+    "bias", ["0.5", "1.0"], "upper ends b of the U(0, b) bias intervals", flag_values=_FLAGS
+)
 
 
 def biased_step(model_k, obs, act):
@@ -78,15 +93,20 @@ def run(
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--bias", default="0.5,1.0", help="upper ends of U(0, b) intervals")
-    args = parser.parse_args()
-    highs = [float(b) for b in args.bias.split(",")]
-    run(args.preset, args.iterations, biases=[(0.0, h) for h in highs])
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        highs = [float(b) for b in _BIAS.value]
+    except ValueError:
+        highs = []
+    if not highs or not all(math.isfinite(b) and b >= 0 for b in highs):
+        fail(f"--bias={','.join(_BIAS.value)}: give finite numbers >= 0, e.g. --bias=0.5,1.0")
+    try:
+        run(_PRESET.value, _ITERATIONS.value, biases=[(0.0, h) for h in highs])
+    except config.ConfigError as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

@@ -13,12 +13,13 @@ busy the matmul units are.
 Run::
 
     python -m experiments.bench_ensemble            # paper sizes
-    python -m experiments.bench_ensemble --transitions 20000 --epochs 3
+    python -m experiments.bench_ensemble --transitions=20000 --epochs=3 --hidden=256,256
+
+Bad values: one-line error, exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -26,8 +27,44 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
+from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+from experiments._cli import fail, own_flags_parser
 from mbmpo_jax import buffer, dynamics
+
+# A FlagValues of its own: experiments.benchmark and experiments.bench_meta import this
+# module (and the tests import the CLIs together) without clashing flags.
+_FLAGS = flags.FlagValues()
+
+
+def _positive(name: str, default: int, text: str, lower_bound: int = 1):
+    return flags.DEFINE_integer(name, default, text, lower_bound=lower_bound, flag_values=_FLAGS)
+
+
+_MODELS = _positive("models", 5, "ensemble size K")
+_HIDDEN = flags.DEFINE_list(
+    "hidden", ["512", "512"], "hidden layer widths of each model", flag_values=_FLAGS
+)
+_BATCH = _positive("batch", 500, "minibatch size")
+_OBS_DIM = _positive("obs_dim", 27, "observation size")
+_ACT_DIM = _positive("act_dim", 8, "action size")
+_TRANSITIONS = _positive(
+    "transitions", 5000, "transitions in the buffer (train + validation)", lower_bound=2
+)
+_CAPACITY = _positive("capacity", 100_000, "buffer capacity (>= --transitions)")
+_EPOCHS = _positive("epochs", 2, "epochs per timed fit")
+_REPEATS = _positive("repeats", 3, "timed fits (median)")
+_WEIGHT_NORM = flags.DEFINE_bool(
+    "weight_norm", False, "weight-normalised layers", flag_values=_FLAGS
+)
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype",
+    "float32",
+    dynamics.COMPUTE_DTYPES,
+    "precision of the models' wide layers (accumulation is float32)",
+    flag_values=_FLAGS,
+)
 
 
 def matmul_flops_per_s(n: int = 2048, repeats: int = 7, dtype: str = "float32") -> float:
@@ -138,42 +175,44 @@ def bench_fit(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=int, default=5)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[512, 512])
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--obs-dim", type=int, default=27)
-    parser.add_argument("--act-dim", type=int, default=8)
-    parser.add_argument("--transitions", type=int, default=5000)
-    parser.add_argument("--capacity", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--weight-norm", action="store_true")
-    parser.add_argument("--compute-dtype", choices=dynamics.COMPUTE_DTYPES, default="float32")
-    args = parser.parse_args()
+def _widths(values: list[str]) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(v) for v in values)
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        fail(f"--hidden={','.join(values)}: give positive layer widths, e.g. --hidden=512,512")
+    return widths
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    hidden = _widths(_HIDDEN.value)
+    if _CAPACITY.value < _TRANSITIONS.value:
+        fail(f"--capacity={_CAPACITY.value} must be >= --transitions={_TRANSITIONS.value}")
     result = bench_fit(
-        num_models=args.models,
-        hidden=tuple(args.hidden),
-        batch=args.batch,
-        obs_dim=args.obs_dim,
-        act_dim=args.act_dim,
-        transitions=args.transitions,
-        capacity=args.capacity,
-        epochs=args.epochs,
-        repeats=args.repeats,
-        weight_norm=args.weight_norm,
-        compute_dtype=args.compute_dtype,
+        num_models=_MODELS.value,
+        hidden=hidden,
+        batch=_BATCH.value,
+        obs_dim=_OBS_DIM.value,
+        act_dim=_ACT_DIM.value,
+        transitions=_TRANSITIONS.value,
+        capacity=_CAPACITY.value,
+        epochs=_EPOCHS.value,
+        repeats=_REPEATS.value,
+        weight_norm=_WEIGHT_NORM.value,
+        compute_dtype=_COMPUTE_DTYPE.value,
     )
     print(json.dumps(result, indent=2))
     print(
         f"fit: {result['model_samples_per_s']:,.0f} model-samples/s per epoch "
         f"({result['epoch_s']:.3f} s/epoch, {result['n_train']} train samples x "
-        f"{args.models} models); {result['fit_flops_per_s'] / 1e9:.1f} GFLOP/s = "
-        f"{result['ratio_to_matmul']:.2f} x {args.compute_dtype} matmul "
+        f"{_MODELS.value} models); {result['fit_flops_per_s'] / 1e9:.1f} GFLOP/s = "
+        f"{result['ratio_to_matmul']:.2f} x {_COMPUTE_DTYPE.value} matmul "
         f"({result['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s) on {result['device']}"
     )
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

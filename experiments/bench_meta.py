@@ -22,14 +22,14 @@ meta-learning modules. Timings exclude compilation; every timed call ends with
    single conjugate-gradient iteration (their difference is the cost of the other
    curvature products), and the second-order meta-gradient alone.
 
-Usage: ``python -m experiments.bench_meta [--quick] [--repeats N] [--fvp-subsample N]
-[--breakdown]``.
+Usage: ``python -m experiments.bench_meta [--quick] [--repeats=N] [--fvp_subsample=N]
+[--breakdown] [--skip_meta_step]``. Bad values: one-line error, exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -37,12 +37,33 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
+from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
+from experiments._cli import fail, own_flags_parser
 from experiments.bench_ensemble import matmul_flops_per_s
 from mbmpo_jax import imagine as im
 from mbmpo_jax import maml
 from mbmpo_jax import policy as pol
 from mbmpo_jax import returns as ret
+
+# A FlagValues of its own: experiments.benchmark imports this module (and the tests import
+# the CLIs together) without clashing flags.
+_FLAGS = flags.FlagValues()
+_QUICK = flags.DEFINE_bool("quick", False, "small sizes (smoke test)", flag_values=_FLAGS)
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 3, "timed calls (median)", lower_bound=1, flag_values=_FLAGS
+)
+_LOOP_REPEATS = flags.DEFINE_integer(
+    "loop_repeats", 1, "timed calls of the slow loop baseline", lower_bound=1, flag_values=_FLAGS
+)
+_FVP_SUBSAMPLE = flags.DEFINE_integer(
+    "fvp_subsample", 1, "MetaConfig.fvp_subsample", lower_bound=1, flag_values=_FLAGS
+)
+_SKIP_META_STEP = flags.DEFINE_bool(
+    "skip_meta_step", False, "skip the meta step against the loop baseline", flag_values=_FLAGS
+)
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "time the meta step's parts", flag_values=_FLAGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +193,14 @@ def make_loop_meta_step(cfg: maml.MetaConfig, task, dynamics_fn, models, num_mod
         return jax.tree.map(lambda x: x[0], batch), jnp.mean(jnp.sum(out.rew[0], -1))
 
     inner = jax.jit(maml.inner_step, static_argnums=2)
-    outer = jax.jit(lambda th, pre, post, pp: maml.trpo_outer_step(th, pre, post, pp, cfg))
+
+    def outer_step(th, pre, post, pp):
+        objective = functools.partial(
+            maml.meta_objective, pre_batches=pre, post=post, inner_lr=cfg.inner_lr
+        )
+        return maml.trpo_outer_step(objective, th, pre, post, pp, cfg)
+
+    outer = jax.jit(outer_step)
     stack = lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs)
 
     def loop_meta_step(theta, key):
@@ -240,9 +268,15 @@ def bench_breakdown(sizes: BenchSizes, repeats: int, fvp_subsample: int) -> dict
     post = sample(jax.random.PRNGKey(3), post_params)
 
     def outer(c):
-        return jax.jit(lambda th, b0, b1, pp: maml.trpo_outer_step(th, (b0,), b1, pp, c))
+        def outer_step(th, b0, b1, pp):
+            objective = functools.partial(
+                maml.meta_objective, pre_batches=(b0,), post=b1, inner_lr=c.inner_lr
+            )
+            return maml.trpo_outer_step(objective, th, (b0,), b1, pp, c)
 
-    meta_grad = jax.jit(jax.grad(lambda th: maml.meta_objective(th, (pre,), post, cfg.inner_lr)))
+        return jax.jit(outer_step)
+
+    meta_grad = jax.jit(jax.grad(lambda th: maml.meta_objective(th, (pre,), post, cfg.inner_lr)[0]))
     t_outer = _median_time(outer(cfg), theta, pre, post, post_params, repeats=repeats)
     t_outer1 = _median_time(
         outer(dataclasses.replace(cfg, cg_iters=1)), theta, pre, post, post_params, repeats=repeats
@@ -257,29 +291,22 @@ def bench_breakdown(sizes: BenchSizes, repeats: int, fvp_subsample: int) -> dict
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls (median)")
-    parser.add_argument(
-        "--loop-repeats", type=int, default=1, help="timed calls of the slow loop baseline"
-    )
-    parser.add_argument("--fvp-subsample", type=int, default=1, help="MetaConfig.fvp_subsample")
-    parser.add_argument("--skip-meta-step", action="store_true")
-    parser.add_argument("--breakdown", action="store_true", help="time the meta step's parts")
-    args = parser.parse_args()
-    sizes = QUICK if args.quick else PAPER
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    sizes = QUICK if _QUICK.value else PAPER
+    repeats, fvp_subsample = _REPEATS.value, _FVP_SUBSAMPLE.value
     dev = jax.devices()[0]
     result = {"device": f"{dev.platform}:{dev.device_kind}", "sizes": dataclasses.asdict(sizes)}
-    result["matmul_flops_per_s"] = matmul_flops_per_s(sizes.matmul_n, repeats=max(args.repeats, 5))
-    result.update(bench_imagine(sizes, args.repeats))
+    result["matmul_flops_per_s"] = matmul_flops_per_s(sizes.matmul_n, repeats=max(repeats, 5))
+    result.update(bench_imagine(sizes, repeats))
     result["fraction_of_matmul_rate"] = result["model_flops_per_s"] / result["matmul_flops_per_s"]
-    if not args.skip_meta_step:
-        result.update(bench_meta_step(sizes, args.repeats, args.loop_repeats, args.fvp_subsample))
-    if args.breakdown:
-        result["breakdown"] = bench_breakdown(sizes, args.repeats, args.fvp_subsample)
+    if not _SKIP_META_STEP.value:
+        result.update(bench_meta_step(sizes, repeats, _LOOP_REPEATS.value, fvp_subsample))
+    if _BREAKDOWN.value:
+        result["breakdown"] = bench_breakdown(sizes, repeats, fvp_subsample)
     print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main, flags_parser=own_flags_parser(_FLAGS, __doc__))

@@ -54,7 +54,6 @@ if __name__ == "__main__":
     threading.Thread(target=_signal_watcher, name="signals", daemon=True).start()
 
 import datetime  # noqa: E402
-import fcntl  # noqa: E402
 import time  # noqa: E402
 
 from absl import flags  # noqa: E402
@@ -62,6 +61,7 @@ from absl import flags  # noqa: E402
 from experiments import _quiet  # noqa: E402, F401  (keeps brax/JAX chatter off the console)
 from experiments._cli import fail, run_and_exit  # noqa: E402
 from mbmpo_jax import config as config_lib  # noqa: E402
+from mbmpo_jax import rundir  # noqa: E402
 
 _ENV = flags.DEFINE_string("env", "halfcheetah", "task name")
 _PRESET = flags.DEFINE_string("preset", "paper", "paper | cpu | smoke")
@@ -72,22 +72,11 @@ _RESUME = flags.DEFINE_bool("resume", False, "continue the run in --logdir")
 _QUIET = flags.DEFINE_bool("quiet", False, "no per-iteration progress lines")
 
 _OVERRIDES: list[str] = []
-# Fields that do not shape the run's state: a resumed run may change them (e.g. extend it,
-# or continue with the ensemble's matmuls in another precision: parameters stay float32).
-_RESUMABLE_CHANGES = ("num_iterations", "total_steps", "checkpoint_keep", "ensemble.compute_dtype")
-# The config the run's checkpoints were written with (config.json is the one to read; this
-# copy tells a hand-edited config.json from the run's own).
-_ORIGINAL_CONFIG = ".run_config.json"
-_LOCK = ".lock"
 # Fault injection for the reliability tests: MBMPO_FAULT_INJECT=KIND:ITERATION:PHASE sends
 # this process SIGKILL (KIND sigkill) or SIGTERM (sigterm) right after PHASE (fit | meta |
 # collect | eval | write: its metrics row written, its checkpoint not yet) of ITERATION, or
 # after the warm-up's checkpoint (0:warmup).
 _FAULT = os.environ.get("MBMPO_FAULT_INJECT", "")
-
-
-class RunDirError(Exception):
-    """A run directory that cannot be continued as asked; one-line message."""
 
 
 def _parse(argv: list[str]) -> list[str]:
@@ -105,13 +94,13 @@ def _parse(argv: list[str]) -> list[str]:
     return []
 
 
-def _checked(cfg, where: str = ""):
-    """`validate` and `check_memory`, as one-line errors (exit 2) naming `where`."""
+def _checked(cfg):
+    """`validate` and `check_memory`, as one-line errors (exit 2)."""
     try:
         config_lib.validate(cfg)
         config_lib.check_memory(cfg)
     except config_lib.ConfigError as e:
-        fail(f"{where}{e}")
+        fail(str(e))
     return cfg
 
 
@@ -131,55 +120,17 @@ def _build_config():
     return _checked(cfg)
 
 
-def _load_config(path: str):
-    try:
-        with open(path) as f:
-            return config_lib.from_json(f.read())
-    except (OSError, ValueError, KeyError) as e:
-        fail(f"--resume: {path} is unreadable or incompatible: {str(e).splitlines()[0]}")
-
-
-def _differences(a, b, skip=()) -> list[str]:
-    flat = lambda c: dict(config_lib._leaves(c))  # noqa: SLF001
-    fa, fb = flat(a), flat(b)
-    return [
-        f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
-        for k in sorted(set(fa) | set(fb))
-        if k not in skip and fa.get(k) != fb.get(k)
-    ]
-
-
 def _resume_config(run_dir: str, requested):
-    """The stored config of `run_dir`; errors if the flags given on this command differ, if
-    config.json was edited since the run began, or if it is not a valid config."""
-    path = os.path.join(run_dir, "config.json")
-    stored = _load_config(path)
-    original = os.path.join(run_dir, _ORIGINAL_CONFIG)
-    if os.path.exists(original):
-        diffs = _differences(stored, _load_config(original), skip=_RESUMABLE_CHANGES)
-        if diffs:
-            fail(
-                f"--resume: {path} was edited after the run began ({'; '.join(diffs[:3])}): "
-                "its checkpoints belong to the original; restore it or start a new run"
-            )
-    explicit = _OVERRIDES + [
+    """The stored config of `run_dir` (`rundir.resume_config`), errors as one line + exit 2."""
+    explicit = [item.split("=", 1)[0] for item in _OVERRIDES] + [
         name
         for name, flag in (("env", _ENV), ("preset", _PRESET), ("seed", _SEED))
         if flags.FLAGS[flag.name].present
     ]
-    diffs = []
-    for field in dict.fromkeys(item.split("=", 1)[0] for item in explicit):
-        *parents, leaf = field.split(".")
-        node_s, node_r = stored, requested
-        for k in parents:
-            node_s, node_r = node_s[k], node_r[k]
-        if field in _RESUMABLE_CHANGES:
-            node_s[leaf] = node_r[leaf]
-        elif node_s[leaf] != node_r[leaf]:
-            diffs.append(f"{field}: run has {node_s[leaf]!r}, command asks {node_r[leaf]!r}")
-    if diffs:
-        fail(f"--resume: the command's config differs from {path}: " + "; ".join(diffs))
-    return _checked(stored, f"--resume: {path}: ")
+    try:
+        return rundir.resume_config(run_dir, requested, explicit)
+    except rundir.RunDirError as e:
+        fail(f"--resume: {e}")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -204,151 +155,53 @@ def _progress(m: dict, total_iters: int, total_steps: int, secs_per_step: float)
     )
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _lock(run_dir: str) -> int:
-    """Holds `run_dir/.lock` for this process's life: one process per run directory."""
-    fd = os.open(os.path.join(run_dir, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunDirError(f"{run_dir} is in use by another process (its {_LOCK} is held)") from None
-    return fd
-
-
-def _is_empty(run_dir: str) -> bool:
-    return not os.path.exists(run_dir) or not (set(os.listdir(run_dir)) - {_LOCK})
-
-
-def _fault_hook(iteration: int):
-    """on_phase callback implementing MBMPO_FAULT_INJECT (see above); a no-op without it."""
+def _fault_hook(iteration: int, phase: str) -> None:
+    """`rundir.train`'s on_phase implementing MBMPO_FAULT_INJECT (see above)."""
     if not _FAULT:
-        return lambda name: None
-    kind, it, phase = _FAULT.split(":")
+        return
+    kind, it, at = _FAULT.split(":")
     signum = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}.get(kind)
-    if signum is None or int(it) != iteration:
-        return lambda name: None
-
-    def hook(name: str) -> None:
-        if name == phase:
-            os.kill(os.getpid(), signum)
-            time.sleep(0.5)  # SIGTERM: let the signal thread take it before going on
-
-    return hook
+    if signum is not None and int(it) == iteration and phase == at:
+        os.kill(os.getpid(), signum)
+        time.sleep(0.5)  # SIGTERM: let the signal thread take it before going on
 
 
-def _has_rows(metrics_path: str) -> bool:
-    if not os.path.exists(metrics_path):
-        return False
-    with open(metrics_path) as f:
-        return sum(1 for line in f if line.strip()) > 1
+class _Progress:
+    """`rundir.train`'s on_iteration: one progress line per iteration, ETA in real steps.
 
+    Seconds per real step over the iterations after the first of this process (the first
+    includes compilation); the fit grows with the buffer, so the ETA errs short."""
 
-def _restore(trainer, ckpt, run_dir: str, key):
-    """The state to continue from (None: start afresh, nothing to lose).
+    def __init__(self, cfg):
+        self.total_iters = config_lib.iterations_of(cfg)
+        self.per_iteration = config_lib.steps_per_iteration(cfg)
+        self.timed: list[tuple[float, int]] = []
+        self.last = time.perf_counter()
 
-    Falls back to older checkpoints when the newest cannot be read, and checks
-    metrics.csv against the state (`metrics.check_metrics`) so that no row is lost or
-    doubled."""
-    from mbmpo_jax.metrics import check_metrics
-
-    metrics_path = os.path.join(run_dir, "metrics.csv")
-    if not ckpt.all_steps():
-        if _has_rows(metrics_path):
-            raise RunDirError(
-                f"{run_dir} has metrics rows but no complete checkpoint in checkpoints/: it "
-                "cannot be continued; move it away to start afresh"
-            )
-        print(f"[{run_dir}] no complete checkpoint yet: starting from scratch", flush=True)
-        return None
-    # A checkpoint whose state is not the iteration its name says was copied in from
-    # elsewhere (or renamed): skipped like a corrupt one.
-    reject = lambda step, s: (
-        None if int(s.iteration) == step else f"holds iteration {int(s.iteration)}, not {step}"
-    )
-    step, state, skipped = ckpt.restore_newest(trainer.empty_state(key), reject)
-    for line in skipped:
-        print(f"[{run_dir}] skipped: {line}", flush=True)
-    note = check_metrics(metrics_path, int(state.iteration), int(state.n_timesteps))
-    if note:
-        print(f"[{run_dir}] warning: {note}", flush=True)
-    print(
-        f"[{run_dir}] resumed at iteration {int(state.iteration)} (checkpoint {step}), "
-        f"{int(state.n_timesteps):,} real steps",
-        flush=True,
-    )
-    return state
+    def __call__(self, state, metrics) -> None:
+        now = time.perf_counter()
+        self.timed.append((now - self.last, self.per_iteration))
+        self.last = now
+        recent = self.timed[1:] or self.timed
+        secs_per_step = sum(t for t, _ in recent) / max(sum(n for _, n in recent), 1)
+        steps, it = int(state.n_timesteps), int(state.iteration)
+        total_steps = steps + (self.total_iters - it) * self.per_iteration
+        if not _QUIET.value:
+            print(_progress(metrics, self.total_iters, total_steps, secs_per_step), flush=True)
 
 
 def run_one(cfg, run_dir: str, resume: bool) -> bool:
     """Runs (or continues) one seed in `run_dir`; returns False if stopped by a signal."""
-    import jax
-
-    from mbmpo_jax import checkpoint as ckpt_lib
-    from mbmpo_jax import mbmpo
-    from mbmpo_jax.metrics import MetricsWriter
-
-    os.makedirs(run_dir, exist_ok=True)
-    lock = _lock(run_dir)
-    cfg_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(cfg_path):
-        resume = False  # a seed of a multi-seed run that had not begun
-    text = config_lib.to_json(cfg)
-    if not resume or open(cfg_path).read() != text:
-        _write_atomic(cfg_path, text)
-    if not resume or not os.path.exists(os.path.join(run_dir, _ORIGINAL_CONFIG)):
-        _write_atomic(os.path.join(run_dir, _ORIGINAL_CONFIG), text)
-
-    trainer = mbmpo.Trainer(cfg)
-    ckpt = ckpt_lib.Checkpointer(run_dir, keep=cfg.checkpoint_keep)
-    key = jax.random.PRNGKey(cfg.seed)
     start = time.perf_counter()
-    state = _restore(trainer, ckpt, run_dir, key) if resume else None
-    if state is None:
-        writer = MetricsWriter(run_dir, purge_step=0)
-        writer.truncate(-1)
-        state = trainer.init(key)
-        ckpt.save(0, state)
-        print(
-            f"[{run_dir}] warm-up: {int(state.n_timesteps):,} uniform-random real steps "
-            f"({time.perf_counter() - start:.1f}s)",
-            flush=True,
-        )
-        _fault_hook(0)("warmup")
-    else:
-        writer = MetricsWriter(run_dir, purge_step=int(state.n_timesteps) + 1)
-        writer.truncate(int(state.iteration))
-    total_iters = trainer.num_iterations
-    total_steps = int(state.n_timesteps) + (total_iters - int(state.iteration)) * (
-        trainer.steps_per_iteration
+    state, finished = rundir.train(
+        cfg,
+        run_dir,
+        resume=resume,
+        should_stop=lambda: _STOP["requested"],
+        on_iteration=_Progress(cfg),
+        on_phase=_fault_hook,
     )
-    # Seconds per real step over the iterations after the first of this process (the first
-    # includes compilation); the fit grows with the buffer, so the ETA errs short.
-    timed: list[tuple[float, int]] = []
-    while int(state.iteration) < total_iters and not _STOP["requested"]:
-        t0 = time.perf_counter()
-        steps0 = int(state.n_timesteps)
-        state, metrics = trainer.iteration(state, _fault_hook(int(state.iteration) + 1))
-        writer.write(metrics)
-        _fault_hook(int(state.iteration))("write")
-        ckpt.save(int(state.iteration), state)
-        timed.append((time.perf_counter() - t0, int(state.n_timesteps) - steps0))
-        recent = timed[1:] or timed
-        secs_per_step = sum(t for t, _ in recent) / max(sum(n for _, n in recent), 1)
-        if not _QUIET.value:
-            print(_progress(metrics, total_iters, total_steps, secs_per_step), flush=True)
-    writer.close()
-    ckpt.close()
-    os.close(lock)
-    if int(state.iteration) < total_iters:
+    if not finished:
         print(
             f"stopped safely at iteration {int(state.iteration)} (checkpoint written). "
             f"Resume with: {_STOP['resume_cmd']}",
@@ -357,8 +210,8 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
         )
         return False
     print(
-        f"[{run_dir}] done: {total_iters} iterations, {int(state.n_timesteps):,} real steps "
-        f"in {_fmt_time(time.perf_counter() - start)}",
+        f"[{run_dir}] done: {int(state.iteration)} iterations, {int(state.n_timesteps):,} "
+        f"real steps in {_fmt_time(time.perf_counter() - start)}",
         flush=True,
     )
     return True
@@ -391,7 +244,7 @@ def main(argv):
     for s, d in zip(seeds, run_dirs, strict=True):
         if _RESUME.value and os.path.exists(os.path.join(d, "config.json")):
             c = _resume_config(d, cfg)
-        elif not _is_empty(d):
+        elif not rundir.is_empty(d):
             fail(f"{d} exists and is not empty: pass --resume to continue it, or another --logdir")
         else:
             c = config_lib.from_json(config_lib.to_json(template))
@@ -430,7 +283,7 @@ def main(argv):
         _STOP["run_dir"] = d
         try:
             finished = run_one(c, d, _RESUME.value)
-        except RunDirError as e:
+        except rundir.RunDirError as e:
             fail(str(e))
         except (MetricsError, config_lib.ConfigError) as e:
             fail(f"--resume: {e}")

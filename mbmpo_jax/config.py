@@ -40,6 +40,7 @@ __all__ = [
     "estimate_memory",
     "get_config",
     "iterations_of",
+    "leaves",
     "steps_per_iteration",
     "to_json",
     "validate",
@@ -248,7 +249,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**31,
         f"seed must be in [0, 2**31), got {cfg.seed}",
     )
-    for path, value in _leaves(cfg):
+    for path, value in leaves(cfg):
         if isinstance(value, float):
             need(math.isfinite(value), f"{path} must be finite, got {value}")
     positive = {
@@ -327,10 +328,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     )
 
 
-def _leaves(node: ml_collections.ConfigDict, prefix: str = ""):
+def leaves(node: ml_collections.ConfigDict, prefix: str = ""):
+    """``(dotted path, value)`` of every field of a config, sections walked in order.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
     for key, value in node.items():
         if isinstance(value, ml_collections.ConfigDict):
-            yield from _leaves(value, f"{prefix}{key}.")
+            yield from leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 

@@ -91,6 +91,7 @@ PUBLIC = {
         "disagreement",
         "init_meta_state",
         "inner_step",
+        "likelihood_ratio",
         "lr_surrogate",
         "make_meta_step",
         "make_meta_train",

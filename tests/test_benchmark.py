@@ -1,11 +1,12 @@
 """experiments.benchmark and experiments.bench_meta: they run, and their JSON holds what
-issue 8 asks for, consistently (ratios recomputed from the raw numbers)."""
+issue 8 asks for, consistently (ratios recomputed from the raw numbers); bench_meta and
+bench_ensemble reject bad flags with one line."""
 
 import json
 
 import pytest
 
-from tests._cli import run_module
+from tests._cli import one_line_error, run_module
 
 
 def test_quick_benchmark_json(tmp_path):
@@ -68,7 +69,7 @@ def test_benchmark_bad_input(args, message, tmp_path):
 
 
 def test_bench_meta_breakdown_adds_up():
-    args = ["--quick", "--repeats=1", "--skip-meta-step", "--breakdown"]
+    args = ["--quick", "--repeats=1", "--skip_meta_step", "--breakdown"]
     proc = run_module("experiments.bench_meta", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
@@ -78,3 +79,24 @@ def test_bench_meta_breakdown_adds_up():
         (b["outer_step_s"] - b["outer_step_cg1_s"]) / 9
     )
     assert res["fraction_of_matmul_rate"] > 0 and b["meta_gradient_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("experiments.bench_meta", ["--repeats=0"], "--repeats=0"),
+        ("experiments.bench_meta", ["--fvp_subsample=x"], "--fvp_subsample=x"),
+        ("experiments.bench_meta", ["--loop_repeats", "-2"], "--loop_repeats=-2"),
+        ("experiments.bench_meta", ["--quick", "extra"], "unexpected arguments: extra"),
+        ("experiments.bench_ensemble", ["--hidden=512,-3"], "--hidden=512,-3"),
+        ("experiments.bench_ensemble", ["--hidden", "512", "x"], "--hidden=512,x"),
+        ("experiments.bench_ensemble", ["--compute_dtype=float16"], "float32|bfloat16"),
+        ("experiments.bench_ensemble", ["--transitions=1e3"], "--transitions=1e3"),
+        ("experiments.bench_ensemble", ["--capacity=10"], "--capacity=10 must be >="),
+        ("experiments.bench_ensemble", ["--bogus"], "Unknown command line flag"),
+    ],
+)
+def test_bench_cli_bad_input(module, args, message):
+    """Rejected while parsing flags (before any JAX work): one line, exit 2."""
+    line = one_line_error(run_module(module, *args, timeout=120), 2)
+    assert message in line

@@ -1,11 +1,14 @@
-"""Each example runs end to end at a tiny size and what it computes is checked."""
+"""Each example runs end to end at a tiny size and what it computes is checked; their
+CLIs reject bad flags with one line."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from examples import custom_task, ensemble_compounding_error, long_horizon, robustness_bias
 from mbmpo_jax import dynamics
+from tests._cli import one_line_error, run_module
 
 # Tiny sizes: the smoke preset, cut further.
 TINY = ("initial_random_steps=200", "meta.num_meta_steps=1")
@@ -85,6 +88,27 @@ def test_ensemble_compounding_error_curve():
     assert mse[-5:].mean() > 3 * mse[0]
     # The model learned something: one step ahead it beats predicting no change.
     assert mse[0] < 0.5 * r["mse_persistence"][0]
+
+
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("custom_task", ["--iterations=-1"], "--iterations=-1"),
+        ("custom_task", ["--preset=fast"], "--preset=fast"),
+        ("long_horizon", ["--iterations", "ten"], "--iterations=ten"),
+        ("long_horizon", ["paper"], "unexpected arguments: paper"),
+        ("robustness_bias", ["--bias=0.5,x"], "--bias=0.5,x"),
+        ("robustness_bias", ["--bias=-1"], "--bias=-1"),
+        ("ensemble_compounding_error", ["--horizon=0"], "--horizon=0"),
+        ("ensemble_compounding_error", ["--env=cheetah"], "--env=cheetah"),
+        ("ensemble_compounding_error", ["--out=tests"], "is a directory"),
+        ("ensemble_compounding_error", ["--out=curve.xyz"], "unknown image format"),
+    ],
+)
+def test_example_cli_bad_input(module, args, message):
+    """Rejected while parsing flags (before any JAX work): one line, exit 2."""
+    line = one_line_error(run_module(f"examples.{module}", *args, timeout=120), 2)
+    assert message in line
 
 
 def test_workspace_api_snippet_runs():

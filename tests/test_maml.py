@@ -7,12 +7,14 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
 from mbmpo_jax import imagine as im
 from mbmpo_jax import maml
 from mbmpo_jax import policy as pol
+from mbmpo_jax.optim import ppo as ppo_lib
 
 
 @pytest.fixture
@@ -63,7 +65,15 @@ def _np_unraveler(params):
     )
 
 
-def _np_meta_objective(x, to_np, pre_batches, post, alpha):
+def _np_ratio_objective(ratio, adv):
+    return ratio * adv
+
+
+def _np_clipped_objective(ratio, adv, clip=0.2):
+    return np.minimum(ratio * adv, np.clip(ratio, 1 - clip, 1 + clip) * adv)
+
+
+def _np_meta_objective(x, to_np, pre_batches, post, alpha, objective=_np_ratio_objective):
     total = 0.0
     num_tasks = post.obs.shape[0]
     for k in range(num_tasks):
@@ -74,7 +84,7 @@ def _np_meta_objective(x, to_np, pre_batches, post, alpha):
             )
             xk = xk + alpha * _fd_grad(sur, xk, 1e-4)
         ratio = np.exp(_np_logp(to_np(xk), post.obs[k], post.act[k]) - post.logp[k])
-        total += _np_masked_mean(ratio * post.adv[k], post.mask[k])
+        total += _np_masked_mean(objective(ratio, post.adv[k]), post.mask[k])
     return total / num_tasks
 
 
@@ -89,11 +99,23 @@ def _random_batch(rng, t, r, h, o, a, logp=None):
     )
 
 
-@pytest.mark.parametrize("num_inner_steps", [1, 2])
-def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
+# (per-sample objective of maml.meta_objective, its numpy reference): TRPO's likelihood
+# ratio and PPO's clipped one, the two functions the outer steps optimise.
+SAMPLE_OBJECTIVES = {
+    "ratio": (maml.likelihood_ratio, _np_ratio_objective),
+    "clipped": (functools.partial(ppo_lib.clipped_objective, clip=0.2), _np_clipped_objective),
+}
+
+
+@pytest.mark.parametrize(
+    ("num_inner_steps", "objective"), [(1, "ratio"), (2, "ratio"), (1, "clipped")]
+)
+def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps, objective):
     """Fixed batches (sampling made deterministic), float64. Tolerance: |err| <= 1e-7 +
     1e-6 |ref| per component (the nested 4th-order FD reference is good to ~2e-8 here,
-    gradient entries are O(1))."""
+    gradient entries are O(1)). `maml.meta_objective` is the function the outer steps
+    optimise (`test_outer_steps_optimise_the_objective_they_are_given`)."""
+    sample_objective, np_objective = SAMPLE_OBJECTIVES[objective]
     rng = np.random.default_rng(0)
     t, r, h, o, a = 2, 2, 3, 2, 2
     theta = pol.init(jax.random.PRNGKey(0), o, a, hidden=(3,), init_std=0.8)
@@ -107,12 +129,24 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
     alpha = 0.5  # large, so the second-order term is far above the tolerance
     jax_batches = jax.tree.map(jnp.asarray, (pre, post))
 
-    value, grad = jax.jit(jax.value_and_grad(maml.meta_objective))(theta, *jax_batches, alpha)
+    objective_fn = functools.partial(
+        maml.meta_objective, inner_lr=alpha, sample_objective=sample_objective
+    )
+    (value, post_params), grad = jax.jit(jax.value_and_grad(objective_fn, has_aux=True))(
+        theta, *jax_batches
+    )
     grad = np.asarray(ravel_pytree(grad)[0])
-    ref_value = _np_meta_objective(x0, to_np, pre, post, alpha)
-    ref_grad = _fd_grad(lambda v: _np_meta_objective(v, to_np, pre, post, alpha), x0, 1e-3)
+    np_obj = lambda v: _np_meta_objective(v, to_np, pre, post, alpha, np_objective)
+    ref_value = np_obj(x0)
+    ref_grad = _fd_grad(np_obj, x0, 1e-3)
     np.testing.assert_allclose(value, ref_value, rtol=1e-7)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-6, atol=1e-7)
+    # the aux is the adapted params the outer steps' KL uses
+    expected = maml.adapt(theta, jax_batches[0], alpha)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12), post_params, expected)
+    if objective == "clipped":  # the clipped branch is taken, so the two objectives differ
+        ratio_value, _ = maml.meta_objective(theta, *jax_batches, alpha)
+        assert abs(float(ratio_value) - float(value)) > 1e-3
 
     # the test can fail: dropping the second-order term (first-order MAML) is far off
     def first_order(th):
@@ -120,7 +154,7 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps):
         fo = jax.tree.map(
             lambda p, q: jax.lax.stop_gradient(p - q) + q, post_params, maml.broadcast_tasks(th, t)
         )
-        return maml.lr_surrogate(fo, jax_batches[1])
+        return maml.lr_surrogate(fo, jax_batches[1], sample_objective)
 
     fo_grad = np.asarray(ravel_pytree(jax.jit(jax.grad(first_order))(theta))[0])
     assert np.max(np.abs(fo_grad - ref_grad)) > 1e3 * (1e-6 * np.max(np.abs(ref_grad)) + 1e-7)
@@ -141,9 +175,9 @@ def test_alpha_zero_is_the_plain_policy_gradient(x64):
         logp=np.stack([_np_logp(to_np(x0), post.obs[k], post.act[k]) for k in range(t)])
     )
 
-    grad = jax.jit(jax.grad(maml.meta_objective))(
+    grad = jax.jit(jax.grad(maml.meta_objective, has_aux=True))(
         theta, *jax.tree.map(jnp.asarray, (pre, post)), 0.0
-    )
+    )[0]
     pg_surr = lambda v: np.mean(
         [
             _np_masked_mean(
@@ -268,6 +302,46 @@ def test_nonfinite_update_is_rejected_and_flagged(outer):
     new_state, _, diag = _run(outer, state)
     assert np.all(diag.nonfinite) and not np.any(diag.accepted)
     jax.tree.map(np.testing.assert_array_equal, new_state.params, state.params)
+
+
+@pytest.mark.parametrize("outer", ["trpo", "ppo"])
+def test_outer_steps_optimise_the_objective_they_are_given(outer):
+    """The outer steps optimise the closure they receive, not a surrogate of their own: with
+    ``J_c(theta) = -|theta - c|^2`` (adapted params as aux, so the KL is the meta step's),
+    TRPO reports J_c before and after and raises it; PPO's Adam steps move every parameter
+    towards c (the KL penalty's gradient vanishes at the old theta)."""
+    rng = np.random.default_rng(5)
+    t, r, h, o, a = 2, 3, 4, 2, 2
+    theta = pol.init(jax.random.PRNGKey(5), o, a, hidden=(4,), init_std=0.7)
+    pre = (jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), _random_batch(rng, t, r, h, o, a)),)
+    post = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), _random_batch(rng, t, r, h, o, a))
+    cfg = dataclasses.replace(SMALL, outer=outer, inner_lr=0.1)
+    x0, unravel = ravel_pytree(theta)
+    target = jnp.asarray(rng.normal(size=x0.shape), jnp.float32)
+
+    def objective(th):
+        return -jnp.sum(jnp.square(ravel_pytree(th)[0] - target)), maml.adapt(th, pre, 0.1)
+
+    old_post = maml.adapt(theta, pre, 0.1)
+    value = lambda th: float(objective(th)[0])
+    if outer == "trpo":
+        new_theta, info = jax.jit(
+            lambda th: maml.trpo_outer_step(objective, th, pre, post, old_post, cfg)
+        )(theta)
+        assert bool(info.accepted)
+        np.testing.assert_allclose(info.surr_before, value(theta), rtol=1e-6)
+        np.testing.assert_allclose(info.surr_after, value(new_theta), rtol=1e-6)
+        assert value(new_theta) > value(theta)
+    else:
+        opt_state = optax.adam(cfg.ppo_lr).init(theta)
+        new_theta, _, _, info = jax.jit(
+            lambda th: maml.ppo_outer_step(
+                objective, th, opt_state, jnp.float32(cfg.ppo_kl_coeff), pre[0], post, old_post, cfg
+            )
+        )(theta)
+        assert bool(info.accepted)
+        moved = ravel_pytree(new_theta)[0] - x0
+        np.testing.assert_array_equal(np.sign(moved), np.sign(target - x0))
 
 
 def test_gauss_newton_kl_hvp_equals_hessian(x64):

@@ -2,9 +2,10 @@
 
 RLlib's MB-MPO replaced TRPO by a few full-batch Adam steps on the PPO clipped
 surrogate of the post-update samples, plus an adaptive penalty on the KL between the
-sampling and current pre-update policies. The loss itself is built in ``maml.py``; this
-module holds the generic parts: the clipped objective, the Adam loop, and the adaptive
-coefficient.
+sampling and current pre-update policies. This module holds PPO's parts: the clipped
+per-sample objective (the meta step passes it to ``maml.meta_objective``, so the PPO
+outer step optimises the same tested meta-objective as TRPO, with this surrogate), the
+Adam loop, and the adaptive coefficient; ``maml.ppo_outer_step`` puts them together.
 """
 
 from __future__ import annotations

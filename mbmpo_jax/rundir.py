@@ -1,0 +1,278 @@
+"""A run directory: where one seed's results live, resumable after any stop.
+
+    RUN_DIR/
+      config.json        the run's config (``config.to_json``); what a resume reads
+      .run_config.json   the config the checkpoints were written with (tells a hand edit)
+      metrics.csv, tb/   one row per iteration (``metrics.MetricsWriter``)
+      checkpoints/       orbax, one ``TrainState`` per iteration, the last
+                         ``checkpoint_keep`` kept (``checkpoint.Checkpointer``)
+      .lock              held by the one process running it
+
+``train(cfg, run_dir)`` runs (``resume=True``: continues) a run there: the warm-up, then
+iterations until ``config.iterations_of(cfg)``, writing each iteration's metrics row and
+then its checkpoint, so a process killed at any moment resumes from its last complete
+iteration with no row lost or doubled. An existing run is never overwritten.
+``resume_config`` gives the config to continue a run with. The CLI
+(``experiments/run.py``) adds flags, signals and progress lines around these two.
+
+Everything here is host-side Python (files, processes); nothing is for jit/vmap/grad.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+
+from mbmpo_jax import checkpoint as ckpt_lib
+from mbmpo_jax import config as config_lib
+from mbmpo_jax import mbmpo
+from mbmpo_jax import metrics as metrics_lib
+
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "RunDirError",
+    "is_empty",
+    "resume_config",
+    "train",
+]
+
+# Fields that do not shape the run's state: a resumed run may change them (e.g. extend it,
+# or continue with the ensemble's matmuls in another precision: parameters stay float32).
+RESUMABLE_CHANGES = ("num_iterations", "total_steps", "checkpoint_keep", "ensemble.compute_dtype")
+_ORIGINAL_CONFIG = ".run_config.json"
+_LOCK = ".lock"
+
+
+class RunDirError(Exception):
+    """A run directory that cannot be used as asked; one-line message."""
+
+
+def is_empty(run_dir: str) -> bool:
+    """True if ``run_dir`` does not exist or holds nothing but a lock file.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    return not os.path.exists(run_dir) or not (set(os.listdir(run_dir)) - {_LOCK})
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _lock(run_dir: str) -> int:
+    """Holds ``run_dir/.lock`` until closed: one process per run directory."""
+    fd = os.open(os.path.join(run_dir, _LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(f"{run_dir} is in use by another process (its {_LOCK} is held)") from None
+    return fd
+
+
+def _load_config(path: str) -> ml_collections.ConfigDict:
+    try:
+        with open(path) as f:
+            return config_lib.from_json(f.read())
+    except (OSError, ValueError, KeyError) as e:
+        raise RunDirError(
+            f"{path} is unreadable or incompatible: {str(e).splitlines()[0]}"
+        ) from None
+
+
+def _differences(a, b, skip: Iterable[str] = ()) -> list[str]:
+    fa, fb = dict(config_lib.leaves(a)), dict(config_lib.leaves(b))
+    skip = set(skip)
+    return [
+        f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
+        for k in sorted(set(fa) | set(fb))
+        if k not in skip and fa.get(k) != fb.get(k)
+    ]
+
+
+def resume_config(
+    run_dir: str,
+    requested: ml_collections.ConfigDict | None = None,
+    explicit: Sequence[str] = (),
+) -> ml_collections.ConfigDict:
+    """The config to continue the run in ``run_dir`` with (validated).
+
+    Raises ``RunDirError`` if its config.json is unreadable, was edited after the run
+    began (its checkpoints belong to the original), or disagrees with ``requested`` on one
+    of the ``explicit`` fields (dotted paths a user asked for); an explicit field in
+    ``RESUMABLE_CHANGES`` takes the requested value instead (e.g. a longer run).
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    path = os.path.join(run_dir, "config.json")
+    stored = _load_config(path)
+    original = os.path.join(run_dir, _ORIGINAL_CONFIG)
+    if os.path.exists(original):
+        diffs = _differences(stored, _load_config(original), skip=RESUMABLE_CHANGES)
+        if diffs:
+            raise RunDirError(
+                f"{path} was edited after the run began ({'; '.join(diffs[:3])}): "
+                "its checkpoints belong to the original; restore it or start a new run"
+            )
+    diffs = []
+    if explicit and requested is None:
+        raise ValueError("resume_config: explicit fields need the requested config")
+    for field in dict.fromkeys(explicit):
+        *parents, leaf = field.split(".")
+        node_s, node_r = stored, requested
+        assert node_r is not None
+        for k in parents:
+            node_s, node_r = node_s[k], node_r[k]
+        if field in RESUMABLE_CHANGES:
+            node_s[leaf] = node_r[leaf]
+        elif node_s[leaf] != node_r[leaf]:
+            diffs.append(f"{field}: run has {node_s[leaf]!r}, command asks {node_r[leaf]!r}")
+    if diffs:
+        raise RunDirError(f"the command's config differs from {path}: " + "; ".join(diffs))
+    try:
+        config_lib.validate(stored)
+        config_lib.check_memory(stored)
+    except config_lib.ConfigError as e:
+        raise RunDirError(f"{path}: {e}") from None
+    return stored
+
+
+def _has_rows(metrics_path: str) -> bool:
+    if not os.path.exists(metrics_path):
+        return False
+    with open(metrics_path) as f:
+        return sum(1 for line in f if line.strip()) > 1
+
+
+def _restore(trainer, ckpt, run_dir: str, key, log) -> Any:
+    """The state to continue from (None: start afresh, nothing to lose).
+
+    Falls back to older checkpoints when the newest cannot be read, and checks
+    metrics.csv against the state (``metrics.check_metrics``) so that no row is lost or
+    doubled."""
+    metrics_path = os.path.join(run_dir, "metrics.csv")
+    if not ckpt.all_steps():
+        if _has_rows(metrics_path):
+            raise RunDirError(
+                f"{run_dir} has metrics rows but no complete checkpoint in checkpoints/: it "
+                "cannot be continued; move it away to start afresh"
+            )
+        log(f"[{run_dir}] no complete checkpoint yet: starting from scratch")
+        return None
+    # A checkpoint whose state is not the iteration its name says was copied in from
+    # elsewhere (or renamed): skipped like a corrupt one.
+    reject = lambda step, s: (
+        None if int(s.iteration) == step else f"holds iteration {int(s.iteration)}, not {step}"
+    )
+    step, state, skipped = ckpt.restore_newest(trainer.empty_state(key), reject)
+    for line in skipped:
+        log(f"[{run_dir}] skipped: {line}")
+    note = metrics_lib.check_metrics(metrics_path, int(state.iteration), int(state.n_timesteps))
+    if note:
+        log(f"[{run_dir}] warning: {note}")
+    log(
+        f"[{run_dir}] resumed at iteration {int(state.iteration)} (checkpoint {step}), "
+        f"{int(state.n_timesteps):,} real steps"
+    )
+    return state
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def train(
+    cfg: ml_collections.ConfigDict,
+    run_dir: str,
+    *,
+    resume: bool = False,
+    trainer: mbmpo.Trainer | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_iteration: Callable[[mbmpo.TrainState, dict[str, float]], None] | None = None,
+    on_phase: Callable[[int, str], None] | None = None,
+    log: Callable[[str], None] = _print,
+) -> tuple[mbmpo.TrainState, bool]:
+    """Runs, or with ``resume`` continues, the run of ``cfg`` in ``run_dir``.
+
+    Args:
+      cfg: a validated run config (``resume_config`` gives the one of an existing run).
+      run_dir: created if missing; must be empty unless ``resume`` (``RunDirError``).
+        A ``resume`` of a directory without config.json starts it afresh.
+      trainer: a ``mbmpo.Trainer`` of ``cfg`` (e.g. with a custom task or models);
+        default ``Trainer(cfg)``.
+      should_stop: polled after every iteration's checkpoint; True stops the run there
+        (resumable).
+      on_iteration: ``(state, metrics)`` after every iteration's checkpoint (progress).
+      on_phase: ``(iteration, phase)`` after each phase of an iteration ("fit", "meta",
+        "collect", "eval"), after its metrics row is written ("write"), and after the
+        warm-up's checkpoint (``(0, "warmup")``): fault injection in the tests.
+      log: where the one-line notes (warm-up, resumed, skipped checkpoints) go.
+
+    Returns:
+      ``(state, finished)``: the last checkpointed state, and whether the run reached
+      ``config.iterations_of(cfg)`` (False: stopped by ``should_stop``).
+
+    Raises:
+      RunDirError, metrics.MetricsError (damaged metrics.csv on resume),
+      checkpoint.CheckpointError, mbmpo.NonFiniteError: one-line messages.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    on_phase = on_phase or (lambda iteration, phase: None)
+    os.makedirs(run_dir, exist_ok=True)
+    lock = _lock(run_dir)
+    try:
+        cfg_path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(cfg_path):
+            resume = False  # e.g. a seed of a multi-seed run that had not begun
+        elif not resume and not is_empty(run_dir):
+            raise RunDirError(f"{run_dir} exists and is not empty: resume it, or use another")
+        text = config_lib.to_json(cfg)
+        if not resume or open(cfg_path).read() != text:
+            _write_atomic(cfg_path, text)
+        if not resume or not os.path.exists(os.path.join(run_dir, _ORIGINAL_CONFIG)):
+            _write_atomic(os.path.join(run_dir, _ORIGINAL_CONFIG), text)
+
+        trainer = trainer or mbmpo.Trainer(cfg)
+        ckpt = ckpt_lib.Checkpointer(run_dir, keep=cfg.checkpoint_keep)
+        key = jax.random.PRNGKey(cfg.seed)
+        start = time.perf_counter()
+        state = _restore(trainer, ckpt, run_dir, key, log) if resume else None
+        if state is None:
+            writer = metrics_lib.MetricsWriter(run_dir, purge_step=0)
+            writer.truncate(-1)
+            state = trainer.init(key)
+            ckpt.save(0, state)
+            log(
+                f"[{run_dir}] warm-up: {int(state.n_timesteps):,} uniform-random real steps "
+                f"({time.perf_counter() - start:.1f}s)"
+            )
+            on_phase(0, "warmup")
+        else:
+            writer = metrics_lib.MetricsWriter(run_dir, purge_step=int(state.n_timesteps) + 1)
+            writer.truncate(int(state.iteration))
+        while int(state.iteration) < trainer.num_iterations and not should_stop():
+            it = int(state.iteration) + 1
+            state, metrics = trainer.iteration(state, functools.partial(on_phase, it))
+            writer.write(metrics)
+            on_phase(it, "write")
+            ckpt.save(it, state)
+            if on_iteration is not None:
+                on_iteration(state, metrics)
+        writer.close()
+        ckpt.close()
+    finally:
+        os.close(lock)
+    return state, int(state.iteration) >= trainer.num_iterations

@@ -1,0 +1,95 @@
+"""The library owns the run directory: a researcher composing `rundir.train` can stop a
+run and resume it, with the same rows and state as an uninterrupted run (in-process; the
+CLI's SIGKILL/SIGTERM checks are in test_run_cli.py)."""
+
+import csv
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mbmpo_jax import config as config_lib
+from mbmpo_jax import mbmpo, rundir
+
+NONDETERMINISTIC = ("Time/", "Meta/ModelStepsPerSec")
+
+
+def _cfg(num_iterations):
+    cfg = config_lib.get_config("hopper", "smoke")
+    cfg.num_iterations = num_iterations
+    cfg.seed = 4
+    return cfg
+
+
+def _rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in r.items() if not k.startswith(NONDETERMINISTIC)} for r in rows]
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    trainer = mbmpo.Trainer(_cfg(2))  # one compilation serves every call below
+    seen = []
+    state_a, finished = rundir.train(
+        _cfg(2), a, trainer=trainer, on_iteration=lambda s, m: seen.append(int(s.iteration))
+    )
+    assert finished and seen == [1, 2]
+
+    phases, done = [], []
+    state_b, finished = rundir.train(
+        _cfg(2),
+        b,
+        trainer=trainer,
+        should_stop=lambda: bool(done),
+        on_iteration=lambda s, m: done.append(m),
+        on_phase=lambda it, phase: phases.append((it, phase)),
+        log=lambda line: None,
+    )
+    assert not finished and int(state_b.iteration) == 1
+    assert phases == [(0, "warmup"), *[(1, p) for p in ("fit", "meta", "collect", "eval", "write")]]
+
+    # a run directory in use, or not empty without resume, is refused and left as it was
+    before = open(os.path.join(b, "metrics.csv")).read()
+    with pytest.raises(rundir.RunDirError, match="not empty"):
+        rundir.train(_cfg(2), b, trainer=trainer)
+    assert open(os.path.join(b, "metrics.csv")).read() == before
+
+    cfg = rundir.resume_config(b)
+    lines = []
+    state_b, finished = rundir.train(cfg, b, resume=True, trainer=trainer, log=lines.append)
+    assert finished and any("resumed at iteration 1" in line for line in lines)
+    assert _rows(a) == _rows(b) and len(_rows(b)) == 2
+    for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_config_checks_edits_and_requests(tmp_path):
+    run_dir = str(tmp_path / "r")
+    os.makedirs(run_dir)
+    cfg = _cfg(2)
+    text = config_lib.to_json(cfg)
+    for name in ("config.json", ".run_config.json"):
+        with open(os.path.join(run_dir, name), "w") as f:
+            f.write(text)
+
+    # a field that does not shape the state may change on resume; others must agree
+    longer = _cfg(5)
+    assert rundir.resume_config(run_dir, longer, ["num_iterations"]).num_iterations == 5
+    other = _cfg(2)
+    other.meta.inner_lr = 0.0
+    with pytest.raises(rundir.RunDirError, match="meta.inner_lr: run has 0.001"):
+        rundir.resume_config(run_dir, other, ["meta.inner_lr"])
+
+    # config.json edited after the run began: its checkpoints belong to the original
+    edited = _cfg(2)
+    edited.meta.max_kl = 0.05
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(config_lib.to_json(edited))
+    with pytest.raises(rundir.RunDirError, match="edited after the run began"):
+        rundir.resume_config(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write("{not json")
+    with pytest.raises(rundir.RunDirError, match="unreadable or incompatible"):
+        rundir.resume_config(run_dir)
