@@ -151,6 +151,7 @@ PUBLIC = {
         "estimate_memory",
         "get_config",
         "iterations_of",
+        "leaves",
         "steps_per_iteration",
         "to_json",
         "validate",
@@ -165,6 +166,7 @@ PUBLIC = {
         "uniform_policy",
     ],
     "mbmpo_jax.checkpoint": ["CheckpointError", "Checkpointer"],
+    "mbmpo_jax.rundir": ["RESUMABLE_CHANGES", "RunDirError", "is_empty", "resume_config", "train"],
     "mbmpo_jax.metrics": ["MetricsError", "MetricsWriter", "check_metrics", "read_metrics"],
 }
 
