@@ -15,6 +15,11 @@ iteration with no row lost or doubled. An existing run is never overwritten.
 ``resume_config`` gives the config to continue a run with. The CLI
 (``experiments/run.py``) adds flags, signals and progress lines around these two.
 
+Multi-host: every process runs ``train`` on the same (shared) run directory; only
+process 0 (``jax.process_index() == 0``) takes the lock and writes config.json and the
+metrics, while every process calls the checkpointer, since orbax's saves are collective
+(orbax itself lets the primary process write what is replicated).
+
 Everything here is host-side Python (files, processes); nothing is for jit/vmap/grad.
 """
 
@@ -52,6 +57,19 @@ _LOCK = ".lock"
 
 class RunDirError(Exception):
     """A run directory that cannot be used as asked; one-line message."""
+
+
+class _NoMetrics:
+    """The metrics writer of a process other than 0: writes nothing."""
+
+    def truncate(self, last_iteration: int) -> None:
+        del last_iteration
+
+    def write(self, row) -> None:
+        del row
+
+    def close(self) -> None:
+        pass
 
 
 def is_empty(run_dir: str) -> bool:
@@ -203,6 +221,7 @@ def train(
     on_iteration: Callable[[mbmpo.TrainState, dict[str, float]], None] | None = None,
     on_phase: Callable[[int, str], None] | None = None,
     log: Callable[[str], None] = _print,
+    primary: bool | None = None,
 ) -> tuple[mbmpo.TrainState, bool]:
     """Runs, or with ``resume`` continues, the run of ``cfg`` in ``run_dir``.
 
@@ -219,6 +238,9 @@ def train(
         "collect", "eval"), after its metrics row is written ("write"), and after the
         warm-up's checkpoint (``(0, "warmup")``): fault injection in the tests.
       log: where the one-line notes (warm-up, resumed, skipped checkpoints) go.
+      primary: whether this process writes config.json and the metrics and holds the
+        lock; default ``jax.process_index() == 0`` (checkpoints: every process, orbax
+        coordinates them).
 
     Returns:
       ``(state, finished)``: the last checkpointed state, and whether the run reached
@@ -231,19 +253,24 @@ def train(
     Transforms: host-side Python (not for jit/vmap/grad).
     """
     on_phase = on_phase or (lambda iteration, phase: None)
+    primary = jax.process_index() == 0 if primary is None else primary
     os.makedirs(run_dir, exist_ok=True)
-    lock = _lock(run_dir)
+    lock = _lock(run_dir) if primary else None
     try:
         cfg_path = os.path.join(run_dir, "config.json")
         if not os.path.exists(cfg_path):
             resume = False  # e.g. a seed of a multi-seed run that had not begun
-        elif not resume and not is_empty(run_dir):
+        elif primary and not resume and not is_empty(run_dir):
             raise RunDirError(f"{run_dir} exists and is not empty: resume it, or use another")
         text = config_lib.to_json(cfg)
-        if not resume or open(cfg_path).read() != text:
+        if primary and (not resume or open(cfg_path).read() != text):
             _write_atomic(cfg_path, text)
-        if not resume or not os.path.exists(os.path.join(run_dir, _ORIGINAL_CONFIG)):
-            _write_atomic(os.path.join(run_dir, _ORIGINAL_CONFIG), text)
+        original = os.path.join(run_dir, _ORIGINAL_CONFIG)
+        if primary and (not resume or not os.path.exists(original)):
+            _write_atomic(original, text)
+        new_writer = lambda purge_step: (
+            metrics_lib.MetricsWriter(run_dir, purge_step=purge_step) if primary else _NoMetrics()
+        )
 
         trainer = trainer or mbmpo.Trainer(cfg)
         ckpt = ckpt_lib.Checkpointer(run_dir, keep=cfg.checkpoint_keep)
@@ -251,7 +278,7 @@ def train(
         start = time.perf_counter()
         state = _restore(trainer, ckpt, run_dir, key, log) if resume else None
         if state is None:
-            writer = metrics_lib.MetricsWriter(run_dir, purge_step=0)
+            writer = new_writer(0)
             writer.truncate(-1)
             state = trainer.init(key)
             ckpt.save(0, state)
@@ -261,7 +288,7 @@ def train(
             )
             on_phase(0, "warmup")
         else:
-            writer = metrics_lib.MetricsWriter(run_dir, purge_step=int(state.n_timesteps) + 1)
+            writer = new_writer(int(state.n_timesteps) + 1)
             writer.truncate(int(state.iteration))
         while int(state.iteration) < trainer.num_iterations and not should_stop():
             it = int(state.iteration) + 1
@@ -274,5 +301,6 @@ def train(
         writer.close()
         ckpt.close()
     finally:
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
     return state, int(state.iteration) >= trainer.num_iterations

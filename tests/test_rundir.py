@@ -3,6 +3,7 @@ run and resume it, with the same rows and state as an uninterrupted run (in-proc
 CLI's SIGKILL/SIGTERM checks are in test_run_cli.py)."""
 
 import csv
+import fcntl
 import os
 
 import jax
@@ -28,9 +29,13 @@ def _rows(run_dir):
     return [{k: v for k, v in r.items() if not k.startswith(NONDETERMINISTIC)} for r in rows]
 
 
-def test_stop_and_resume_equals_uninterrupted(tmp_path):
+@pytest.fixture(scope="module")
+def trainer():
+    return mbmpo.Trainer(_cfg(2))  # one compilation serves every run below
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path, trainer):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    trainer = mbmpo.Trainer(_cfg(2))  # one compilation serves every call below
     seen = []
     state_a, finished = rundir.train(
         _cfg(2), a, trainer=trainer, on_iteration=lambda s, m: seen.append(int(s.iteration))
@@ -93,3 +98,19 @@ def test_resume_config_checks_edits_and_requests(tmp_path):
         f.write("{not json")
     with pytest.raises(rundir.RunDirError, match="unreadable or incompatible"):
         rundir.resume_config(run_dir)
+
+
+def test_only_process_zero_writes_metrics_and_config(tmp_path, trainer):
+    """Multi-host: a process other than 0 writes no config.json, metrics or TensorBoard
+    and takes no lock (so it can share process 0's run directory); checkpoints are
+    orbax's collective saves, called by every process."""
+    run_dir = str(tmp_path / "other")
+    lock = os.path.join(run_dir, ".lock")
+    os.makedirs(run_dir)
+    with open(lock, "w") as f:  # process 0 holds the lock of the shared directory
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        state, finished = rundir.train(
+            _cfg(2), run_dir, trainer=trainer, primary=False, should_stop=lambda: True
+        )
+    assert not finished and int(state.iteration) == 0
+    assert sorted(os.listdir(run_dir)) == [".lock", "checkpoints"]
