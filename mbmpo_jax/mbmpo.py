@@ -43,6 +43,7 @@ import numpy as np
 from mbmpo_jax import buffer as buffer_lib
 from mbmpo_jax import config as config_lib
 from mbmpo_jax import dynamics, maml, sharding
+from mbmpo_jax import ensemble as ensemble_lib
 from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.envs import native
 from mbmpo_jax.envs.tasks import TaskSpec, get_task
@@ -196,7 +197,7 @@ def _model_diagnostics(ens: dynamics.EnsembleState, obs, act, next_obs, mask):
     """Ensemble std and one-step error of the ensemble mean on real transitions [M, ...]."""
     pred = dynamics.predict(ens, obs, act)  # [K, M, O]
     w = mask / jnp.maximum(mask.sum(), 1.0)
-    std = jnp.sum(jnp.mean(jnp.std(pred, axis=0), axis=-1) * w)
+    std = jnp.sum(ensemble_lib.disagreement(pred) * w)
     err = jnp.sum(jnp.mean(jnp.square(pred.mean(0) - next_obs), axis=-1) * w)
     finite = jnp.all(jnp.isfinite(pred))
     return std, err, finite

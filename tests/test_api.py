@@ -73,6 +73,14 @@ PUBLIC = {
         "split_permutation",
         "split_sizes",
     ],
+    "mbmpo_jax.ensemble": [
+        "apply_all",
+        "apply_per_task",
+        "disagreement",
+        "init",
+        "num_members",
+        "task_to_member",
+    ],
     "mbmpo_jax.imagine": [
         "Rollouts",
         "imagine",

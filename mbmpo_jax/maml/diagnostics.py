@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mbmpo_jax import ensemble as ensemble_lib
 from mbmpo_jax import imagine as imagine_lib
 from mbmpo_jax import policy as pol
 from mbmpo_jax.maml.objective import PolicyBatch
@@ -48,8 +49,7 @@ def disagreement(
 
     Transforms: pure JAX; safe under jit and vmap.
     """
-    pred = jax.vmap(dynamics_fn, in_axes=(0, None, None))(models, obs, act)
-    return jnp.mean(jnp.std(pred, axis=0), axis=-1)
+    return ensemble_lib.disagreement(ensemble_lib.apply_all(dynamics_fn, models, obs, act))
 
 
 def std_kl_diagnostic(
