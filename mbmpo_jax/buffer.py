@@ -11,6 +11,9 @@ Typical use::
     buf = buffer.init(100_000, obs_dim, act_dim)
     buf = buffer.add(buf, obs, act, next_obs)  # [B, O], [B, A], [B, O]
     buffer.check_finite(buf.obs, buf.act, buf.next_obs, count=buf.count)
+
+Dtypes: the arrays are float32 unless ``init`` is given another ``dtype`` (float64 needs
+``jax_enable_x64``); ``add`` casts incoming data to the buffer's dtype. Counters are int32.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ class Buffer:
     """FIFO state. ``capacity`` is ``obs.shape[0]`` (static).
 
     Attributes:
-      obs: ``[C, O]`` float32 observations.
-      act: ``[C, A]`` float32 actions (as applied by the simulator).
-      next_obs: ``[C, O]`` float32 next observations.
+      obs: ``[C, O]`` observations (float32 by default, see ``init``).
+      act: ``[C, A]`` actions (as applied by the simulator), same dtype.
+      next_obs: ``[C, O]`` next observations, same dtype.
       count: ``[]`` int32, number of valid rows, ``<= C``.
       ptr: ``[]`` int32, next row to write (the oldest row once full).
     """
@@ -58,19 +61,22 @@ class Buffer:
         return self.obs.shape[0]
 
 
-def init(capacity: int, obs_dim: int, act_dim: int) -> Buffer:
-    """An empty buffer with zero-filled ``[capacity, ...]`` float32 arrays.
+def init(
+    capacity: int, obs_dim: int, act_dim: int, dtype: jax.typing.DTypeLike = jnp.float32
+) -> Buffer:
+    """An empty buffer with zero-filled ``[capacity, ...]`` arrays of ``dtype``.
 
     ``capacity`` is static (it sets array shapes); ``DEFAULT_CAPACITY`` is the paper's.
+    ``dtype`` is float32 by default; float64 needs ``jax_enable_x64``.
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     if capacity < 1:
         raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
     return Buffer(
-        obs=jnp.zeros((capacity, obs_dim), jnp.float32),
-        act=jnp.zeros((capacity, act_dim), jnp.float32),
-        next_obs=jnp.zeros((capacity, obs_dim), jnp.float32),
+        obs=jnp.zeros((capacity, obs_dim), dtype),
+        act=jnp.zeros((capacity, act_dim), dtype),
+        next_obs=jnp.zeros((capacity, obs_dim), dtype),
         count=jnp.zeros((), jnp.int32),
         ptr=jnp.zeros((), jnp.int32),
     )
@@ -191,7 +197,9 @@ def check_finite(obs, act, next_obs, count=None) -> None:
       obs: ``[N, O]``; act: ``[N, A]``; next_obs: ``[N, O]`` (numpy or jax arrays).
       count: number of leading rows to check; all ``N`` when None.
     """
-    obs, act, next_obs = (jnp.asarray(x, jnp.float32) for x in (obs, act, next_obs))
+    # Checked in the data's own dtype: a float32 copy of float64 data would turn finite
+    # values beyond float32's range into inf.
+    obs, act, next_obs = (jnp.asarray(x) for x in (obs, act, next_obs))
     if count is None:
         count = obs.shape[0]
     bad_counts, first_rows = jax.device_get(

@@ -24,6 +24,12 @@ Public API::
     models = model_params(state)                  # every leaf [K, ...]
     next_obs = model_step(tree.map(lambda x: x[k], models), obs, act)   # [B, O]
     predict(state, obs, act)                      # [K, B, O]
+
+Dtypes: ``init`` makes float32 params, Adam moments and normaliser unless given another
+``dtype`` (float64 needs ``jax_enable_x64``); everything else computes in the dtype of
+the params and data passed in (the fit's losses in the wider of the two). Counters and
+indices are int32; the random keys that split and shuffle the rows are float32 in every
+mode, so a fit sees the same rows whatever the precision.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import optax
 from flax import struct
 
 from mbmpo_jax import buffer as buffer_lib
+from mbmpo_jax import ensemble as ensemble_lib
 
 __all__ = [
     "ACTIVATIONS",
@@ -81,7 +88,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 Layers = tuple[dict[str, jax.Array], ...]  # one dict per dense layer
 
-# Operand precision of the wide (hidden-to-hidden) matmuls; accumulation is float32 always.
+# Operand precision of the wide (hidden-to-hidden) matmuls; accumulation is in full
+# precision (the params' and data's dtype: float32, or float64 with float64 params).
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -103,8 +111,9 @@ class EnsembleConfig:
     persistency: float = 0.99
     obs_clip: float = 1000.0
     # "bfloat16": the hidden-to-hidden matmuls (forward and both backward products) take
-    # bfloat16 operands and accumulate in float32; parameters, Adam, the normaliser, the
-    # thin first and last layers, the loss and early stopping stay float32 (`dense`).
+    # bfloat16 operands and accumulate in full precision; parameters, Adam, the
+    # normaliser, the thin first and last layers, the loss and early stopping stay in
+    # full precision (the params' and data's dtype, float32 by default; `dense`).
     compute_dtype: str = "float32"
 
     def __post_init__(self):
@@ -187,26 +196,31 @@ class FitInfo(NamedTuple):
 
 
 def mlp_init(
-    key: jax.Array, sizes: tuple[int, ...], weight_norm: bool = False, num_models: int = 1
+    key: jax.Array,
+    sizes: tuple[int, ...],
+    weight_norm: bool = False,
+    dtype: jax.typing.DTypeLike = jnp.float32,
 ) -> Layers:
-    """K MLPs with Glorot-uniform weights and zero biases (rllab's defaults).
+    """One MLP with Glorot-uniform weights and zero biases (rllab's defaults).
 
-    ``sizes = (I, *hidden, O)``; every leaf gets a leading ``[num_models]`` axis. All
-    weights come from one ``random.uniform`` call: each random call costs a fraction of
-    a second of XLA compile time on CPU, so one call per layer per model adds up.
-    With weight norm the weight is ``g * v / ||v||`` per output unit, ``g`` started at
-    ``||v||`` so the initial function equals the plain network's.
+    ``sizes = (I, *hidden, O)``; the ensemble is ``ensemble.init`` of this (a leading
+    ``[K]`` axis on every leaf). All weights come from one ``random.uniform`` call: each
+    random call costs a fraction of a second of XLA compile time on CPU, so one call per
+    layer adds up. With weight norm the weight is ``g * v / ||v||`` per output unit, ``g``
+    started at ``||v||`` so the initial function equals the plain network's. Leaves have
+    ``dtype``.
 
-    Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
+    Transforms: safe under jit and vmap (sizes are static); random outputs, nothing to
+    differentiate.
     """
     shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
-    u = jax.random.uniform(key, (num_models, sum(i * o for i, o in shapes)), jnp.float32, -1, 1)
+    u = jax.random.uniform(key, (sum(i * o for i, o in shapes),), dtype, -1, 1)
     layers, start = [], 0
     for n_in, n_out in shapes:
         limit = (6.0 / (n_in + n_out)) ** 0.5
-        w = u[:, start : start + n_in * n_out].reshape(num_models, n_in, n_out) * limit
+        w = u[start : start + n_in * n_out].reshape(n_in, n_out) * limit
         start += n_in * n_out
-        b = jnp.zeros((num_models, n_out), jnp.float32)
+        b = jnp.zeros((n_out,), dtype)
         if weight_norm:
             layers.append({"v": w, "g": jnp.linalg.norm(w, axis=-2), "b": b})
         else:
@@ -233,14 +247,17 @@ def _contract_last(a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _dense_lp(x: jax.Array, w: jax.Array, operand_dtype) -> jax.Array:
+    """``x @ w`` on ``operand_dtype`` operands, accumulated in the wider of x's and w's dtypes."""
     return jnp.matmul(
-        x.astype(operand_dtype), w.astype(operand_dtype), preferred_element_type=x.dtype
+        x.astype(operand_dtype),
+        w.astype(operand_dtype),
+        preferred_element_type=jnp.result_type(x, w),
     )
 
 
 def _dense_lp_fwd(x, w, operand_dtype):
     x_lp, w_lp = x.astype(operand_dtype), w.astype(operand_dtype)
-    out = jnp.matmul(x_lp, w_lp, preferred_element_type=x.dtype)
+    out = jnp.matmul(x_lp, w_lp, preferred_element_type=jnp.result_type(x, w))
     # Empty arrays carry the primal dtypes (float32, or float64 under x64) to the backward.
     return out, (x_lp, w_lp, jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
 
@@ -270,12 +287,14 @@ _dense_lp.defvjp(_dense_lp_fwd, _dense_lp_bwd)
 def dense(x: jax.Array, w: jax.Array, compute_dtype: str = "float32") -> jax.Array:
     """``x [..., I] @ w [I, O]`` (one weight matrix; vmap for a stack of models).
 
-    With ``"bfloat16"`` operands are rounded to bfloat16 and products accumulate in
-    ``x``'s dtype (float32), in the forward pass and in both backward products
-    (``g @ w.T`` and ``x.T @ g``, a `jax.custom_vjp`).
+    ``"float32"`` is full precision: a plain product in the operands' dtype (float64 for
+    float64 params). With ``"bfloat16"`` operands are rounded to bfloat16 and products
+    accumulate in the wider of ``x``'s and ``w``'s dtypes (float32 by default), in the
+    forward pass and in both backward products (``g @ w.T`` and ``x.T @ g``, a
+    `jax.custom_vjp`; the gradients come back in ``x``'s and ``w``'s dtypes).
 
     Transforms: pure JAX; safe under jit, vmap and grad (the bfloat16 gradient is that of
-    the rounded operands, not of the float32 product).
+    the rounded operands, not of the full-precision product).
     """
     if compute_dtype == "float32":
         return x @ w
@@ -294,10 +313,11 @@ def mlp_apply(
     """``x [..., I] -> [..., O]``; hidden layers use ``activation``, the output is linear.
 
     ``compute_dtype`` applies to the hidden-to-hidden layers only (`dense`): the first
-    layer (inputs of O + A, about 20-40 wide) and the last (O outputs) stay float32, since
-    thin products gain little from the matrix units and the model's inputs and outputs
-    keep full precision. In a bfloat16 network those thin layers still go through the
-    custom vjp (float32 operands), whose backward dot forms are the CPU's fast ones.
+    layer (inputs of O + A, about 20-40 wide) and the last (O outputs) keep full precision
+    (the params' dtype, float32 by default), since thin products gain little from the
+    matrix units and the model's inputs and outputs keep full precision. In a bfloat16
+    network those thin layers still go through the custom vjp (full-precision operands),
+    whose backward dot forms are the CPU's fast ones.
 
     Transforms: pure JAX; safe under jit, vmap and grad.
     """
@@ -307,8 +327,8 @@ def mlp_apply(
         w = effective_weight(layer)
         if 0 < i < last or compute_dtype == "float32":
             x = dense(x, w, compute_dtype)
-        else:  # a thin layer of a bfloat16 network: float32 through the same vjp
-            x = _dense_lp(x, w, jnp.float32)
+        else:  # a thin layer of a bfloat16 network: full precision through the same vjp
+            x = _dense_lp(x, w, jnp.result_type(x, w))
         x = x + layer["b"]
         if i < last:
             x = act_fn(x)
@@ -318,22 +338,31 @@ def mlp_apply(
 # ------------------------------------------------------------------------ construction
 
 
-@functools.partial(jax.jit, static_argnames=("obs_dim", "act_dim", "cfg"))
-def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: EnsembleConfig) -> EnsembleState:
+@functools.partial(jax.jit, static_argnames=("obs_dim", "act_dim", "cfg", "dtype"))
+def init(
+    key: jax.Array,
+    obs_dim: int,
+    act_dim: int,
+    cfg: EnsembleConfig,
+    dtype: jax.typing.DTypeLike = jnp.float32,
+) -> EnsembleState:
     """Fresh ensemble: K independently initialised MLPs, identity normaliser.
 
-    Jitted (dims and cfg static): run eagerly, the vmapped initialisers dispatch and
-    compile op by op, which takes seconds.
+    Jitted (dims, cfg and dtype static): run eagerly, the vmapped initialisers dispatch
+    and compile op by op, which takes seconds.
 
     Args:
       key: PRNG key.
       obs_dim, act_dim: O and A.
       cfg: the configuration (stored in the state as static metadata).
+      dtype: of the params, Adam moments and normaliser (float32; float64 needs
+        ``jax_enable_x64``). ``cfg.compute_dtype`` is the wide matmuls' operand precision.
     """
     sizes = (obs_dim + act_dim, *cfg.hidden, obs_dim)
-    params = mlp_init(key, sizes, cfg.weight_norm, cfg.num_models)
+    member_init = functools.partial(mlp_init, sizes=sizes, weight_norm=cfg.weight_norm, dtype=dtype)
+    params = ensemble_lib.init(member_init, key, cfg.num_models)
     opt_state = jax.vmap(optax.adam(cfg.learning_rate).init)(params)
-    zeros_o, zeros_a = jnp.zeros((obs_dim,), jnp.float32), jnp.zeros((act_dim,), jnp.float32)
+    zeros_o, zeros_a = jnp.zeros((obs_dim,), dtype), jnp.zeros((act_dim,), dtype)
     norm = Normaliser(zeros_o, zeros_o + 1, zeros_a, zeros_a + 1, zeros_o, zeros_o + 1)
     return EnsembleState(params=params, opt_state=opt_state, norm=norm, cfg=cfg)
 
@@ -342,10 +371,11 @@ def compute_normaliser(buf: buffer_lib.Buffer) -> Normaliser:
     """Mean and (population) std of obs, act and delta over the buffer's valid rows.
 
     Fixed shapes: masks rows ``>= count`` instead of slicing, so it is jit-safe and never
-    recompiles as ``count`` grows. Two-pass variance for float32 accuracy.
+    recompiles as ``count`` grows. Two-pass variance for float32 accuracy. Leaves have
+    the buffer's dtype.
     """
     mask = buffer_lib.valid_mask(buf)[:, None]
-    n = jnp.maximum(buf.count, 1).astype(jnp.float32)
+    n = jnp.maximum(buf.count, 1).astype(buf.obs.dtype)
 
     def mean_std(x):
         x = jnp.where(mask, x, 0.0)
@@ -411,7 +441,7 @@ def predict(state: EnsembleState, obs: jax.Array, act: jax.Array) -> jax.Array:
 
     Transforms: pure JAX; safe under jit, vmap and grad.
     """
-    return jax.vmap(model_step, in_axes=(0, None, None))(model_params(state), obs, act)
+    return ensemble_lib.apply_all(model_step, model_params(state), obs, act)
 
 
 def ensemble_mean(state: EnsembleState, obs: jax.Array, act: jax.Array) -> jax.Array:
@@ -454,7 +484,7 @@ def split_permutation(key: jax.Array, count: jax.Array, capacity: int) -> jax.Ar
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
-    u = jax.random.uniform(key, (capacity,))
+    u = jax.random.uniform(key, (capacity,), jnp.float32)
     u = jnp.where(jnp.arange(capacity) < count, u, 2.0)
     return jnp.argsort(u).astype(jnp.int32)
 
@@ -480,7 +510,7 @@ def epoch_train_rows(
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     capacity = perm.shape[0]
-    u = jax.random.uniform(key, (capacity,))
+    u = jax.random.uniform(key, (capacity,), jnp.float32)
 
     def shuffle_prefix(size):
         def branch(u):
@@ -561,6 +591,8 @@ def fit_with_keys(
     inputs = jnp.where(valid, _normalise_inputs(norm, buf.obs, buf.act), 0.0)  # [C, I]
     targets = (buf.next_obs - buf.obs - norm.delta_mean) / (norm.delta_std + EPS)
     targets = jnp.where(valid, targets, 0.0)  # [C, O]
+    # The losses' dtype (the loop carries'): that of the network's output.
+    loss_dtype = jnp.result_type(inputs, *jax.tree.leaves(state.params))
 
     split_keys, shuffle_keys = jnp.moveaxis(jax.vmap(jax.random.split)(model_keys), 1, 0)
     perms = jax.vmap(split_permutation, in_axes=(0, None, None))(split_keys, count, capacity)
@@ -598,7 +630,7 @@ def fit_with_keys(
             )
             return params, opt_state, err_sum + err
 
-        zero = jnp.zeros((cfg.num_models,), jnp.float32)
+        zero = jnp.zeros((cfg.num_models,), loss_dtype)
         params, opt_state, err_sum = jax.lax.fori_loop(
             0, num_batches, body, (params, opt_state, zero)
         )
@@ -616,7 +648,7 @@ def fit_with_keys(
             )
             return err_sum + err.sum(axis=-1)
 
-        zero = jnp.zeros((cfg.num_models,), jnp.float32)
+        zero = jnp.zeros((cfg.num_models,), loss_dtype)
         return jax.lax.fori_loop(0, num_batches, body, zero) / n_val
 
     def cond(c: _EpochCarry):
@@ -652,7 +684,7 @@ def fit_with_keys(
         )
 
     k = cfg.num_models
-    nan = jnp.full((k,), jnp.nan, jnp.float32)
+    nan = jnp.full((k,), jnp.nan, loss_dtype)
     carry = _EpochCarry(
         params=state.params,
         opt_state=state.opt_state,

@@ -6,6 +6,11 @@ validated here). All ``T * R`` rollouts advance together: one ``lax.scan`` over 
 horizon, the policy ``vmap``-ed over tasks (each task has its own params) and the
 dynamics ``vmap``-ed over models, each model stepping the ``T // K * R`` rollouts of its
 own tasks in one batch, so no model params are copied per task.
+
+Dtypes: a rollout computes in the dtype of the params passed in, the result type of the
+floating leaves of the policy params and the models (float32 by default, float64 when
+either is float64 under ``jax_enable_x64``); start states, action bounds, the noise and
+what ``dynamics_fn`` and ``task.reward`` return are cast to it.
 """
 
 from __future__ import annotations
@@ -17,13 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mbmpo_jax import ensemble as ensemble_lib
 from mbmpo_jax import policy as pol
 
 __all__ = [
     "Rollouts",
     "imagine",
-    "num_models_of",
-    "task_to_model",
     "undiscounted_return",
 ]
 
@@ -31,7 +35,7 @@ DynamicsFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
 class Rollouts(NamedTuple):
-    """Imagined samples, time-major inside each rollout.
+    """Imagined samples, time-major inside each rollout; floats in the params' dtype.
 
     obs:  ``[T, R, H, O]`` observation the action was taken in.
     act:  ``[T, R, H, A]`` sampled action *before* clipping (what ``logp`` is of).
@@ -49,28 +53,13 @@ class Rollouts(NamedTuple):
     last_obs: jax.Array
 
 
-def task_to_model(num_tasks: int, num_models: int) -> np.ndarray:
-    """Model index of each task, ``[T]`` int: contiguous blocks of ``T // K`` tasks.
+def _params_dtype(*trees: Any) -> np.dtype:
+    """The result type of every floating leaf of ``trees`` (float32 if there is none).
 
-    Transforms: host-side Python (not for jit/vmap/grad).
+    Transforms: host-side Python on static dtypes; safe to call inside jit.
     """
-    if num_models <= 0 or num_tasks % num_models != 0:
-        raise ValueError(
-            f"meta_batch_size {num_tasks} must be a positive multiple of the number of "
-            f"models {num_models} (each model gets the same number of tasks)"
-        )
-    return np.arange(num_tasks) // (num_tasks // num_models)
-
-
-def num_models_of(models: Any) -> int:
-    """``K``: the leading axis shared by every leaf of ``models``.
-
-    Transforms: host-side Python (not for jit/vmap/grad).
-    """
-    sizes = {x.shape[0] for x in jax.tree.leaves(models)}
-    if len(sizes) != 1:
-        raise ValueError(f"model leaves disagree on the leading [K] axis: {sizes}")
-    return sizes.pop()
+    floats = [x for x in jax.tree.leaves(trees) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    return jnp.result_type(*floats) if floats else np.dtype(np.float32)
 
 
 def imagine(
@@ -104,24 +93,21 @@ def imagine(
         so a diverging model cannot overflow the policy or the baseline.
 
     Returns:
-      ``Rollouts`` with arrays ``[T, R, H, ...]``.
+      ``Rollouts`` with arrays ``[T, R, H, ...]`` in the params' dtype (module docstring).
     """
     num_tasks = jax.tree.leaves(policy_params)[0].shape[0]
-    num_models = num_models_of(models)
-    task_to_model(num_tasks, num_models)  # validates T % K == 0
-    tasks_per_model = num_tasks // num_models
+    ensemble_lib.task_to_member(num_tasks, ensemble_lib.num_members(models))  # T % K == 0
     r = rollouts_per_task
+    dtype = _params_dtype(policy_params, models)
     key_init, key_steps = jax.random.split(key)
     if start_obs is None:
         start_obs = task.init_obs(key_init, (num_tasks, r))
-    obs0 = jnp.clip(jnp.asarray(start_obs, jnp.float32), -obs_clip, obs_clip)
+    obs0 = jnp.clip(jnp.asarray(start_obs, dtype), -obs_clip, obs_clip)
     if obs0.shape[:2] != (num_tasks, r):
         raise ValueError(f"start_obs must be [T={num_tasks}, R={r}, O], got {obs0.shape}")
-    obs_dim = obs0.shape[-1]
-    act_low = jnp.asarray(task.act_low, jnp.float32)
-    act_high = jnp.asarray(task.act_high, jnp.float32)
+    act_low = jnp.asarray(task.act_low, dtype)
+    act_high = jnp.asarray(task.act_high, dtype)
     per_task_apply = jax.vmap(pol.apply)
-    per_model_step = jax.vmap(dynamics_fn)
 
     def step(carry, eps):
         obs, alive = carry  # [T, R, O], bool [T, R]
@@ -129,26 +115,22 @@ def imagine(
         act = mean + jnp.exp(log_std) * eps
         logp = pol.log_prob(mean, log_std, act)
         act_env = jnp.clip(act, act_low, act_high)
-        # Contiguous task blocks make the per-model batch a free reshape.
-        next_obs = per_model_step(
-            models,
-            obs.reshape(num_models, tasks_per_model * r, obs_dim),
-            act_env.reshape(num_models, tasks_per_model * r, -1),
-        ).reshape(obs.shape)
+        # task t steps in model t // (T // K); each model steps its tasks in one batch
+        next_obs = ensemble_lib.apply_per_task(dynamics_fn, models, obs, act_env).astype(dtype)
         # A model that returns NaN/inf ends the rollout there instead of poisoning the
         # batch; the clip keeps finite-but-exploding states bounded.
         finite = jnp.all(jnp.isfinite(next_obs), axis=-1)
         next_obs = jnp.where(finite[..., None], jnp.clip(next_obs, -obs_clip, obs_clip), obs)
         rew = task.reward(obs, act_env, next_obs)
-        rew = jnp.where(alive & finite & jnp.isfinite(rew), rew, 0.0)
-        mask = alive.astype(jnp.float32)
+        rew = jnp.where(alive & finite & jnp.isfinite(rew), rew, 0.0).astype(dtype)
+        mask = alive.astype(dtype)
         alive = alive & finite & ~task.done(next_obs)
         return (next_obs, alive), (obs, act, rew, mask, logp)
 
     alive0 = jnp.ones((num_tasks, r), bool)
     # All action noise in one draw: one large RNG kernel instead of one per step.
     act_dim = act_low.shape[-1]
-    noise = jax.random.normal(key_steps, (horizon, num_tasks, r, act_dim), jnp.float32)
+    noise = jax.random.normal(key_steps, (horizon, num_tasks, r, act_dim), dtype)
     (last_obs, _), (obs, act, rew, mask, logp) = jax.lax.scan(step, (obs0, alive0), noise)
     # scan stacks time first: [H, T, R, ...] -> [T, R, H, ...]
     time_last = lambda x: jnp.moveaxis(x, 0, 2)

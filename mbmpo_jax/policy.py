@@ -9,6 +9,9 @@ returns, so that the losses in ``maml.py`` never need to know about layers.
 Params pytree: ``{"layers": [{"w": [I, O], "b": [O]}, ...], "log_std": [A]}``. The layer
 count is read from the pytree, so ``apply`` needs no configuration and works unchanged
 on params with extra leading axes under ``vmap`` (per-task post-update params ``[T]``).
+
+Dtypes: ``init`` makes float32 params unless given ``dtype`` (float64 needs
+``jax_enable_x64``); every other function computes in the dtype of its inputs.
 """
 
 from __future__ import annotations
@@ -54,12 +57,14 @@ def init(
     hidden: Sequence[int] = (32, 32),
     init_std: float = 1.0,
     output_scale: float = 1.0,
+    dtype: jax.typing.DTypeLike = jnp.float32,
 ) -> Params:
     """Fresh params: Glorot-uniform weights and zero biases (rllab's MLP defaults).
 
     `output_scale` multiplies the last layer's weights: 1.0 is rllab's; a small value
     (e.g. 0.01) starts every mean action near 0, so the first episodes are the noise of
-    `init_std` around rest rather than a random bang-bang controller.
+    `init_std` around rest rather than a random bang-bang controller. Every leaf has
+    `dtype` (float32 by default; float64 needs `jax_enable_x64`).
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
@@ -68,11 +73,11 @@ def init(
     layers = []
     for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
         limit = math.sqrt(6.0 / (n_in + n_out))
-        w = jax.random.uniform(k, (n_in, n_out), jnp.float32, -limit, limit)
+        w = jax.random.uniform(k, (n_in, n_out), dtype, -limit, limit)
         if i == len(sizes) - 2:
             w = w * output_scale
-        layers.append({"w": w, "b": jnp.zeros((n_out,), jnp.float32)})
-    log_std = jnp.full((act_dim,), math.log(init_std), jnp.float32)
+        layers.append({"w": w, "b": jnp.zeros((n_out,), dtype)})
+    log_std = jnp.full((act_dim,), math.log(init_std), dtype)
     return {"layers": layers, "log_std": log_std}
 
 

@@ -3,6 +3,9 @@
 All functions take fixed-shape batches with a ``mask`` (1 while a rollout is alive),
 so rollouts that ended early (``done``) are handled without ragged paths: masked steps
 contribute nothing to the returns, the baseline fit, or the advantage statistics.
+
+Dtypes follow the inputs (float32 by default, float64 under ``jax_enable_x64`` with
+float64 rollouts); mixed inputs promote as ``jnp`` does.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def gae(
         return acc, acc
 
     xs = (jnp.moveaxis(deltas, -1, 0), jnp.moveaxis(mask, -1, 0))
-    _, adv = jax.lax.scan(back, jnp.zeros(rew.shape[:-1], rew.dtype), xs, reverse=True)
+    _, adv = jax.lax.scan(back, jnp.zeros(deltas.shape[:-1], deltas.dtype), xs, reverse=True)
     return jnp.moveaxis(adv, 0, -1)
 
 

@@ -84,8 +84,6 @@ PUBLIC = {
     "mbmpo_jax.imagine": [
         "Rollouts",
         "imagine",
-        "num_models_of",
-        "task_to_model",
         "undiscounted_return",
     ],
     "mbmpo_jax.maml": [

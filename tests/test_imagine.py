@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mbmpo_jax import ensemble
 from mbmpo_jax import imagine as im
 from mbmpo_jax import policy as pol
 
@@ -61,10 +62,10 @@ def _run(key, params, models, task, r, h, start_obs=None, obs_clip=1000.0):
 
 
 def test_task_to_model_contiguous_and_validated():
-    np.testing.assert_array_equal(im.task_to_model(20, 5), np.repeat(np.arange(5), 4))
-    np.testing.assert_array_equal(im.task_to_model(6, 3), [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(ensemble.task_to_member(20, 5), np.repeat(np.arange(5), 4))
+    np.testing.assert_array_equal(ensemble.task_to_member(6, 3), [0, 0, 1, 1, 2, 2])
     with pytest.raises(ValueError):
-        im.task_to_model(20, 3)
+        ensemble.task_to_member(20, 3)
     params = _task_params(jax.random.PRNGKey(0), 4)
     with pytest.raises(ValueError):
         im.imagine(

@@ -101,7 +101,7 @@ def test_float32_dense_is_the_plain_product_and_bad_dtype_raises():
 @pytest.mark.parametrize("hidden", [(16,), (16, 24), (16, 24, 8)])
 def test_only_hidden_to_hidden_layers_use_the_compute_dtype(hidden):
     layers = dynamics.mlp_init(jax.random.key(0), (5, *hidden, 3))
-    layers = jax.tree.map(lambda a: a[0] + 0.01, layers)  # nonzero biases
+    layers = jax.tree.map(lambda a: a + 0.01, layers)  # nonzero biases
     x = np.random.default_rng(2).normal(size=(11, 5)).astype(np.float32)
 
     # numpy reference: float64, operands of the hidden-to-hidden products rounded.

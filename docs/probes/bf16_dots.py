@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbmpo_jax import dynamics
+from mbmpo_jax import dynamics, ensemble
 
 BF, F32 = jnp.bfloat16, jnp.float32
 
@@ -109,7 +109,9 @@ def fit_step_gradient():
     y = jax.random.normal(key, (k, b, obs))
     print("part 2: gradient of one fit step (vmap over 5 models, batch 500, Ant dims)")
     for hidden in ((256, 256), (512, 512)):
-        params = dynamics.mlp_init(key, (obs + act, *hidden, obs), False, k)
+        params = ensemble.init(
+            lambda kk, hidden=hidden: dynamics.mlp_init(kk, (obs + act, *hidden, obs)), key, k
+        )
         times = {}
         for dtype in ("float32", "bfloat16"):
 

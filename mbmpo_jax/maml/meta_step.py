@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mbmpo_jax import ensemble as ensemble_lib
 from mbmpo_jax import imagine as imagine_lib
 from mbmpo_jax import policy as pol
 from mbmpo_jax import returns as returns_lib
@@ -164,20 +165,35 @@ class MetaDiagnostics(NamedTuple):
     std_kl_corr: jax.Array
 
 
-def init_meta_state(key: jax.Array, cfg: MetaConfig, obs_dim: int, act_dim: int) -> MetaState:
+def init_meta_state(
+    key: jax.Array,
+    cfg: MetaConfig,
+    obs_dim: int,
+    act_dim: int,
+    dtype: jax.typing.DTypeLike = jnp.float32,
+) -> MetaState:
     """Fresh policy params (std ``cfg.init_std``) and optimiser state.
+
+    ``dtype``: of the params, the Adam moments and the KL coefficient (float32 by default;
+    float64 needs ``jax_enable_x64``).
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     key_params, key = jax.random.split(key)
     params = pol.init(
-        key_params, obs_dim, act_dim, cfg.policy_hidden, cfg.init_std, cfg.init_output_scale
+        key_params,
+        obs_dim,
+        act_dim,
+        cfg.policy_hidden,
+        cfg.init_std,
+        cfg.init_output_scale,
+        dtype,
     )
     opt_state = optax.adam(cfg.ppo_lr).init(params) if cfg.outer == "ppo" else ()
     return MetaState(
         params=params,
         opt_state=opt_state,
-        kl_coeff=jnp.asarray(cfg.ppo_kl_coeff, jnp.float32),
+        kl_coeff=jnp.asarray(cfg.ppo_kl_coeff, dtype),
         key=key,
         step=jnp.zeros((), jnp.int32),
     )
@@ -259,7 +275,7 @@ def make_meta_step(
     def meta_step(state: MetaState, models, start_obs=None, start_count=None):
         if (cfg.start_states == "given") != (start_obs is not None):
             raise ValueError("start_obs must be given iff cfg.start_states == 'given'")
-        imagine_lib.task_to_model(num_tasks, imagine_lib.num_models_of(models))
+        ensemble_lib.task_to_member(num_tasks, ensemble_lib.num_members(models))
         key, *phase_keys = jax.random.split(state.key, cfg.num_inner_steps + 2)
         theta = state.params
 

@@ -9,6 +9,8 @@ until the loss improves and the KL is within the bound. A step that never satisf
 both, or is non-finite, is rejected: the params stay as they were.
 
 Everything works on a flattened copy of the params (``ravel_pytree``) and is jittable.
+Dtypes follow the inputs: the params' flat vector keeps their dtype (float32 by default,
+float64 under ``jax_enable_x64`` with float64 params) and the losses keep theirs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 __all__ = [
@@ -96,9 +99,14 @@ def backtracking_line_search(
     evaluated one at a time (``while_loop``): the first is accepted in most steps, so
     this is cheaper than evaluating all of them at once.
 
+    Candidates are in ``x0``'s dtype; ``loss`` and ``kl`` in the wider of ``x0``'s and
+    ``loss_before``'s dtypes (the loop carry has one fixed dtype per entry, which a
+    float32 ``x0`` with a float64 loss under x64 would otherwise break).
+
     Returns:
       ``(x, loss, kl, accepted, num_backtracks, saw_nonfinite)``; ``x = x0``,
-      ``loss = loss_before`` and ``kl = 0`` when no candidate was accepted.
+      ``loss = loss_before`` and ``kl = 0`` when no candidate was accepted;
+      ``num_backtracks`` is int32.
 
     Transforms: pure JAX; safe under jit and vmap (not meant to be differentiated).
     """
@@ -107,15 +115,18 @@ def backtracking_line_search(
         j, accepted = carry[0], carry[1]
         return (~accepted) & (j < max_backtracks)
 
+    loss_dtype = jnp.result_type(x0, loss_before)
+    ratio = np.asarray(backtrack_ratio, x0.dtype)
+
     def body(carry):
         j, _, _, _, _, saw_nonfinite = carry
-        x = x0 - backtrack_ratio**j * full_step
-        loss, kl = loss_and_kl(x)
+        x = (x0 - ratio**j * full_step).astype(x0.dtype)
+        loss, kl = (jnp.asarray(v, loss_dtype) for v in loss_and_kl(x))
         finite = jnp.isfinite(loss) & jnp.isfinite(kl) & jnp.all(jnp.isfinite(x))
         ok = finite & (loss < loss_before) & (kl <= max_kl)
         return j + 1, ok, x, loss, kl, saw_nonfinite | ~finite
 
-    zero = jnp.zeros((), x0.dtype)
+    zero = jnp.zeros((), loss_dtype)
     init = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), x0, zero, zero, jnp.zeros((), bool))
     j, accepted, x, loss, kl, saw_nonfinite = jax.lax.while_loop(cond, body, init)
     x = jnp.where(accepted, x, x0)
