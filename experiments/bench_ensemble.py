@@ -1,6 +1,6 @@
 """Throughput of the dynamics-ensemble fit against the device's float32 matmul rate.
 
-Measures the jitted ``dynamics.fit_with_keys`` at the paper's sizes (5 x MLP (512, 512),
+Measures the jitted ``dynamics.fit_unchecked`` at the paper's sizes (5 x MLP (512, 512),
 batch 500, Ant-sized obs 27 / act 8) and reports model-samples per second per epoch
 (training samples x models, forward + backward + Adam) and the FLOP rate as a fraction
 of a large jitted f32 matmul timed in the same process.
@@ -32,6 +32,7 @@ from absl import app, flags
 from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
 from experiments._cli import fail, own_flags_parser
 from mbmpo_jax import buffer, dynamics
+from mbmpo_jax.dynamics import fitting
 
 # A FlagValues of its own: experiments.benchmark and experiments.bench_meta import this
 # module (and the tests import the CLIs together) without clashing flags.
@@ -133,8 +134,7 @@ def bench_fit(
     state = dynamics.init(jax.random.key(seed), obs_dim, act_dim, cfg)
 
     def run(i):
-        keys = jax.random.split(jax.random.key(1000 + i), num_models)
-        out = dynamics.fit_with_keys(state, buf, keys, cfg)
+        out = dynamics.fit_unchecked(state, buf, jax.random.key(1000 + i), cfg)
         jax.block_until_ready(out)
         return out
 
@@ -143,7 +143,7 @@ def bench_fit(
     compile_s = time.perf_counter() - start
     assert np.all(np.asarray(info.epochs) == epochs), info
 
-    n_val, n_train = (int(x) for x in dynamics.split_sizes(transitions, cfg.valid_split))
+    n_val, n_train = (int(x) for x in fitting._split_sizes(transitions, cfg.valid_split))
     macs = macs_per_sample(obs_dim, act_dim, tuple(hidden))
     flops = num_models * epochs * (6 * macs * n_train + 2 * macs * n_val)
     # Each fit is paired with a matmul timing taken right after it, so a machine shared

@@ -89,7 +89,7 @@ def test_bench_meta_breakdown_adds_up():
         ("experiments.bench_meta", ["--loop_repeats", "-2"], "--loop_repeats=-2"),
         ("experiments.bench_meta", ["--quick", "extra"], "unexpected arguments: extra"),
         ("experiments.bench_ensemble", ["--hidden=512,-3"], "--hidden=512,-3"),
-        ("experiments.bench_ensemble", ["--hidden", "512", "x"], "--hidden=512,x"),
+        ("experiments.bench_ensemble", ["--hidden=512,x"], "--hidden=512,x"),
         ("experiments.bench_ensemble", ["--compute_dtype=float16"], "float32|bfloat16"),
         ("experiments.bench_ensemble", ["--transitions=1e3"], "--transitions=1e3"),
         ("experiments.bench_ensemble", ["--capacity=10"], "--capacity=10 must be >="),

@@ -16,6 +16,7 @@ import optax
 import pytest
 
 from mbmpo_jax import buffer, dynamics
+from mbmpo_jax.dynamics import fitting
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -133,7 +134,7 @@ def test_model_params_step_predict_and_clip():
     obs, act = _random_inputs(rng, 200)
     state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, SMALL)
     keys = jax.random.split(jax.random.key(1), 3)
-    state, _ = dynamics.fit_with_keys(state, _fill(512, obs, act, _linear(obs, act)), keys, SMALL)
+    state, _ = fitting._fit_with_keys(state, _fill(512, obs, act, _linear(obs, act)), keys, SMALL)
     models = dynamics.model_params(state)
     for leaf in jax.tree.leaves(models):
         assert leaf.shape[0] == 3
@@ -223,11 +224,11 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
     n_val = int(count * cfg.valid_split)
     n_train = count - n_val
     split_key, shuffle_key = jax.random.split(model_key)
-    perm = jax.jit(dynamics.split_permutation, static_argnums=2)(split_key, count, capacity)
+    perm = jax.jit(fitting._split_permutation, static_argnums=2)(split_key, count, capacity)
     epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
         shuffle_key, jnp.arange(cfg.max_epochs)
     )
-    all_rows = jax.jit(jax.vmap(dynamics.epoch_train_rows, in_axes=(0, None, None, None)))(
+    all_rows = jax.jit(jax.vmap(fitting._epoch_train_rows, in_axes=(0, None, None, None)))(
         epoch_keys, perm, n_val, count
     )
     perm, all_rows = np.asarray(perm), np.asarray(all_rows)[:, :n_train]
@@ -271,7 +272,7 @@ def test_fit_matches_python_loop_reference():
     )
     state = dynamics.init(jax.random.key(8), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(9), 2)
-    new_state, info = dynamics.fit_with_keys(state, buf, keys, cfg)
+    new_state, info = fitting._fit_with_keys(state, buf, keys, cfg)
 
     d = nxt - obs
     norm = lambda z: (z - z.mean(0)) / (z.std(0) + 1e-10)
@@ -301,10 +302,10 @@ def test_ensemble_fit_equals_separate_single_model_fits():
     cfg = SMALL
     state = dynamics.init(jax.random.key(11), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(12), 3)
-    ens, info = dynamics.fit_with_keys(state, buf, keys, cfg)
+    ens, info = fitting._fit_with_keys(state, buf, keys, cfg)
     single_cfg = dataclasses.replace(cfg, num_models=1)
     for k in range(3):
-        one, one_info = dynamics.fit_with_keys(
+        one, one_info = fitting._fit_with_keys(
             _member(state, k, cfg), buf, keys[k : k + 1], single_cfg
         )
         chex.assert_trees_all_close(
@@ -328,8 +329,8 @@ def test_noise_model_stops_before_learnable_one_and_stays_frozen():
     state = dynamics.init(jax.random.key(14), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(15), 3)
 
-    _, info_learn = dynamics.fit_with_keys(state, learnable, keys, cfg)
-    noisy, info_noise = dynamics.fit_with_keys(state, noise, keys, cfg)
+    _, info_learn = fitting._fit_with_keys(state, learnable, keys, cfg)
+    noisy, info_noise = fitting._fit_with_keys(state, noise, keys, cfg)
     epochs_noise = np.asarray(info_noise.epochs)
     assert np.all(np.asarray(info_learn.epochs) == cfg.max_epochs), info_learn
     assert np.all(epochs_noise < cfg.max_epochs), info_noise
@@ -340,7 +341,7 @@ def test_noise_model_stops_before_learnable_one_and_stays_frozen():
     first = int(epochs_noise.argmin())
     assert epochs_noise[first] < epochs_noise.max(), "need models stopping at different epochs"
     cut_cfg = dataclasses.replace(cfg, max_epochs=int(epochs_noise[first]))
-    cut, _ = dynamics.fit_with_keys(state, noise, keys, cut_cfg)
+    cut, _ = fitting._fit_with_keys(state, noise, keys, cut_cfg)
     for full_leaf, cut_leaf in zip(
         jax.tree.leaves((noisy.params, noisy.opt_state)),
         jax.tree.leaves((cut.params, cut.opt_state)),
@@ -356,7 +357,7 @@ def test_noise_model_stops_before_learnable_one_and_stays_frozen():
 
 def test_no_retrace_between_fits_with_different_counts():
     counted = jax.jit(
-        chex.assert_max_traces(dynamics.fit_with_keys.__wrapped__, n=1), static_argnames="cfg"
+        chex.assert_max_traces(fitting._fit_with_keys.__wrapped__, n=1), static_argnames="cfg"
     )
     rng = np.random.default_rng(16)
     cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,), batch_size=32, max_epochs=3)

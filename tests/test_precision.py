@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mbmpo_jax import buffer, config, dynamics, mbmpo
+from mbmpo_jax.dynamics import fitting, network
 from mbmpo_jax.envs import tasks
 
 
@@ -79,7 +80,7 @@ def test_thin_layers_of_a_bfloat16_network_have_float32_gradients():
 
     custom = jax.jit(
         jax.vmap(
-            jax.value_and_grad(loss(lambda x, w: dynamics._dense_lp(x, w, jnp.float32)), (0, 1))
+            jax.value_and_grad(loss(lambda x, w: network._dense_lp(x, w, jnp.float32)), (0, 1))
         )
     )
     plain = jax.jit(jax.vmap(jax.value_and_grad(loss(lambda x, w: x @ w), (0, 1))))
@@ -126,7 +127,7 @@ def test_bfloat16_fit_learns_like_float32_and_compiles_once():
     nxt = obs + np.tanh(obs @ a) + 0.5 * act[:, :1] * obs
     buf = buffer.add(buffer.init(1024, 3, 2), obs, act, nxt)
     counted = jax.jit(
-        chex.assert_max_traces(dynamics.fit_with_keys.__wrapped__, n=1), static_argnames="cfg"
+        chex.assert_max_traces(fitting._fit_with_keys.__wrapped__, n=1), static_argnames="cfg"
     )
     losses = {}
     for dtype in ("float32", "bfloat16"):
@@ -139,8 +140,8 @@ def test_bfloat16_fit_learns_like_float32_and_compiles_once():
             state, _ = counted(state, buf, keys, cfg)
             state, info = counted(state, buf, keys, cfg)  # a second fit: no retrace
         else:
-            state, _ = dynamics.fit_with_keys(state, buf, keys, cfg)
-            state, info = dynamics.fit_with_keys(state, buf, keys, cfg)
+            state, _ = fitting._fit_with_keys(state, buf, keys, cfg)
+            state, info = fitting._fit_with_keys(state, buf, keys, cfg)
         chex.assert_trees_all_equal_dtypes(
             state.params, dynamics.init(jax.random.key(0), 3, 2, cfg).params
         )
