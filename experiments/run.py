@@ -61,7 +61,7 @@ from absl import flags  # noqa: E402
 from experiments import _quiet  # noqa: E402, F401  (keeps brax/JAX chatter off the console)
 from experiments._cli import fail, run_and_exit  # noqa: E402
 from mbmpo_jax import config as config_lib  # noqa: E402
-from mbmpo_jax import rundir  # noqa: E402
+from mbmpo_jax import memory, rundir  # noqa: E402
 
 _ENV = flags.DEFINE_string("env", "halfcheetah", "task name")
 _PRESET = flags.DEFINE_string("preset", "paper", "paper | cpu | smoke")
@@ -98,7 +98,7 @@ def _checked(cfg):
     """`validate` and `check_memory`, as one-line errors (exit 2)."""
     try:
         config_lib.validate(cfg)
-        config_lib.check_memory(cfg)
+        memory.check_memory(cfg)
     except config_lib.ConfigError as e:
         fail(str(e))
     return cfg

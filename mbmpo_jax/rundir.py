@@ -37,7 +37,7 @@ import ml_collections
 
 from mbmpo_jax import checkpoint as ckpt_lib
 from mbmpo_jax import config as config_lib
-from mbmpo_jax import mbmpo
+from mbmpo_jax import mbmpo, memory
 from mbmpo_jax import metrics as metrics_lib
 
 __all__ = [
@@ -161,7 +161,7 @@ def resume_config(
         raise RunDirError(f"the command's config differs from {path}: " + "; ".join(diffs))
     try:
         config_lib.validate(stored)
-        config_lib.check_memory(stored)
+        memory.check_memory(stored)
     except config_lib.ConfigError as e:
         raise RunDirError(f"{path}: {e}") from None
     return stored

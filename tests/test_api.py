@@ -143,14 +143,11 @@ PUBLIC = {
         "act_shared",
         "ensemble_config",
         "meta_config",
-        "open_loop_metrics",
     ],
     "mbmpo_jax.config": [
         "ConfigError",
         "PRESETS",
         "apply_overrides",
-        "check_memory",
-        "estimate_memory",
         "get_config",
         "iterations_of",
         "leaves",
@@ -168,6 +165,8 @@ PUBLIC = {
         "uniform_policy",
     ],
     "mbmpo_jax.checkpoint": ["CheckpointError", "Checkpointer"],
+    "mbmpo_jax.memory": ["check_memory", "estimate_memory"],
+    "mbmpo_jax.model_metrics": ["ensemble_diagnostics", "open_loop_metrics"],
     "mbmpo_jax.rundir": ["RESUMABLE_CHANGES", "RunDirError", "is_empty", "resume_config", "train"],
     "mbmpo_jax.metrics": ["MetricsError", "MetricsWriter", "check_metrics", "read_metrics"],
 }

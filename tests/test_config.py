@@ -5,6 +5,7 @@ import json
 import pytest
 
 from mbmpo_jax import config as config_lib
+from mbmpo_jax import memory
 
 
 def test_default_budget_is_tasks_times_horizon():
@@ -26,13 +27,13 @@ def test_default_budget_is_tasks_times_horizon():
 def test_buffer_estimate_by_hand_and_refusal():
     cfg = config_lib.get_config("hopper", "smoke")  # O = 11, A = 3
     cfg.ensemble.buffer_size = 1000
-    est = config_lib.estimate_memory(cfg)
+    est = memory.estimate_memory(cfg)
     # three float32 arrays of (11 + 3 + 11) per row, and the fit's three copies
     assert est["buffer"] == 1000 * 25 * 4 * 4
     total = sum(est.values())
-    assert config_lib.check_memory(cfg, available=total) == est
+    assert memory.check_memory(cfg, available=total) == est
     with pytest.raises(config_lib.ConfigError, match="needs about"):
-        config_lib.check_memory(cfg, available=total - 1)
+        memory.check_memory(cfg, available=total - 1)
 
 
 @pytest.mark.parametrize(
@@ -93,4 +94,4 @@ def test_impossible_sizes_refused_naming_the_largest_part(override, part):
     cfg = config_lib.get_config("hopper", "smoke")
     config_lib.apply_overrides(cfg, [override])
     with pytest.raises(config_lib.ConfigError, match=f"needs about .* \\({part} "):
-        config_lib.check_memory(cfg, available=24 * 2**30)
+        memory.check_memory(cfg, available=24 * 2**30)
