@@ -125,11 +125,11 @@ def bench_meta_step(task, cfg, repeats, loop):
     import jax
 
     from experiments.bench_meta import make_loop_meta_step
-    from mbmpo_jax import dynamics, maml, mbmpo
+    from mbmpo_jax import config, dynamics, maml
 
-    meta_cfg = mbmpo.meta_config(cfg)
+    meta_cfg = config.meta_config(cfg)
     ens = dynamics.init(
-        jax.random.PRNGKey(0), task.obs_dim, task.act_dim, mbmpo.ensemble_config(cfg)
+        jax.random.PRNGKey(0), task.obs_dim, task.act_dim, config.ensemble_config(cfg)
     )
     models = dynamics.model_params(ens)
     state = maml.init_meta_state(jax.random.PRNGKey(1), meta_cfg, task.obs_dim, task.act_dim)

@@ -129,7 +129,6 @@ def meta_config(alpha: float, rollouts: int):
         meta_batch_size=40,
         rollouts_per_task=rollouts,
         horizon=30,
-        policy_hidden=(32, 32),
         inner_lr=alpha,
         num_meta_steps=10,
     )

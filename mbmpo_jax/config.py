@@ -22,22 +22,27 @@ number of iterations (`iterations_of`); `num_iterations > 0` overrides that coun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
 
 import ml_collections
 
-from mbmpo_jax.dynamics import COMPUTE_DTYPES
+from mbmpo_jax.dynamics import ACTIVATIONS, COMPUTE_DTYPES, EnsembleConfig
 from mbmpo_jax.envs.tasks import TASKS
+from mbmpo_jax.maml import MetaConfig
+from mbmpo_jax.policy import PolicyConfig
 
 __all__ = [
     "PRESETS",
     "ConfigError",
     "apply_overrides",
+    "ensemble_config",
     "get_config",
     "iterations_of",
     "leaves",
+    "meta_config",
     "steps_per_iteration",
     "to_json",
     "validate",
@@ -48,6 +53,42 @@ PRESETS = ("paper", "cpu", "smoke")
 
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the field."""
+
+
+def _section(dc: Any, skip: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+    """A config section holding the fields (and values) of the dataclass instance ``dc``."""
+    return ml_collections.ConfigDict(
+        {f.name: getattr(dc, f.name) for f in dataclasses.fields(dc) if f.name not in skip}
+    )
+
+
+def ensemble_config(cfg: ml_collections.ConfigDict) -> EnsembleConfig:
+    """The ``dynamics.EnsembleConfig`` of a run config's ``ensemble`` section.
+
+    Raises ``ConfigError`` (one line, naming the section) on a value its checks refuse.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    return _build(EnsembleConfig, cfg.ensemble, "ensemble")
+
+
+def meta_config(cfg: ml_collections.ConfigDict) -> MetaConfig:
+    """The ``maml.MetaConfig`` of a run config's ``meta`` and ``policy`` sections.
+
+    Raises ``ConfigError`` (one line, naming the section) on a value its checks refuse.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    policy = _build(PolicyConfig, cfg.policy, "policy")
+    return _build(MetaConfig, cfg.meta, "meta", policy=policy)
+
+
+def _build(cls: Any, section: ml_collections.ConfigDict, name: str, **extra: Any) -> Any:
+    kwargs = {f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section}
+    try:
+        return cls(**kwargs, **extra)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name}: {e}") from None
 
 
 def _paper(env: str) -> ml_collections.ConfigDict:
@@ -64,46 +105,12 @@ def _paper(env: str) -> ml_collections.ConfigDict:
     c.num_eval_rollouts = 20  # pre-update policy on the real env; not counted as steps
     c.checkpoint_keep = 3
 
-    c.ensemble = ml_collections.ConfigDict()
-    c.ensemble.num_models = 5
-    c.ensemble.hidden = (512, 512)
-    c.ensemble.activation = "relu"
-    c.ensemble.weight_norm = True
-    c.ensemble.learning_rate = 1e-3
-    c.ensemble.batch_size = 500
-    c.ensemble.max_epochs = 500
-    c.ensemble.valid_split = 0.2
-    c.ensemble.persistency = 0.99
-    c.ensemble.buffer_size = 100_000
-    c.ensemble.obs_clip = 1000.0
-    # Operands of the hidden-to-hidden matmuls (fit and imagination); float32 accumulation.
-    c.ensemble.compute_dtype = "float32"
-
-    c.policy = ml_collections.ConfigDict()
-    c.policy.hidden = (32, 32)
-    c.policy.init_std = 1.0
-    c.policy.output_scale = 1.0  # the last layer's weights at init x this (rllab: 1.0)
-
-    c.meta = ml_collections.ConfigDict()
-    c.meta.meta_batch_size = 20
-    c.meta.rollouts_per_task = 50
-    c.meta.horizon = 200  # imagined
-    c.meta.num_meta_steps = 30
-    c.meta.inner_lr = 1e-3  # 0 gives the ME-TRPO ablation
-    c.meta.num_inner_steps = 1
-    c.meta.discount = 0.99
-    c.meta.gae_lambda = 1.0
-    c.meta.outer = "trpo"  # or "ppo" (RLlib's choice)
-    c.meta.max_kl = 0.01
-    c.meta.cg_iters = 10
-    c.meta.cg_damping = 1e-5
-    c.meta.backtrack_ratio = 0.8
-    c.meta.max_backtracks = 15
-    c.meta.fvp_subsample = 1  # n > 1: every n-th rollout for CG's curvature products
-    c.meta.ppo_clip = 0.2
-    c.meta.ppo_lr = 1e-3
-    c.meta.ppo_epochs = 8
-    c.meta.start_from = "reset"  # or "buffer": imagined rollouts start from real states
+    # The sections are generated from the library's frozen dataclasses: their field names,
+    # defaults (the paper's) and checks are the only ones (`ensemble_config`, `meta_config`).
+    c.ensemble = _section(EnsembleConfig())
+    c.ensemble.buffer_size = 100_000  # real transitions kept for the fit (FIFO)
+    c.policy = _section(PolicyConfig())
+    c.meta = _section(MetaConfig(), skip=("policy",))
     return c
 
 
@@ -311,8 +318,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         f"got {cfg.ensemble.compute_dtype!r}",
     )
     need(
-        cfg.ensemble.activation in ("relu", "tanh", "swish", "elu"),
-        f"ensemble.activation: unknown {cfg.ensemble.activation!r}",
+        cfg.ensemble.activation in ACTIVATIONS,
+        f"ensemble.activation: unknown {cfg.ensemble.activation!r}; "
+        f"valid: {', '.join(ACTIVATIONS)}",
     )
     t, k = cfg.meta.meta_batch_size, cfg.ensemble.num_models
     need(
@@ -323,6 +331,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         cfg.ensemble.buffer_size >= 10,
         f"ensemble.buffer_size must be at least 10, got {cfg.ensemble.buffer_size}",
     )
+    ensemble_config(cfg)  # the dataclasses' own checks, as one-line ConfigErrors
+    meta_config(cfg)
 
 
 def leaves(node: ml_collections.ConfigDict, prefix: str = ""):

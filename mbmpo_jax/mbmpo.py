@@ -53,8 +53,6 @@ __all__ = [
     "Trainer",
     "act_per_env",
     "act_shared",
-    "ensemble_config",
-    "meta_config",
 ]
 
 
@@ -81,60 +79,6 @@ class TrainState:
     key: jax.Array
     iteration: jax.Array
     n_timesteps: jax.Array
-
-
-def ensemble_config(cfg: ml_collections.ConfigDict) -> dynamics.EnsembleConfig:
-    """The `dynamics.EnsembleConfig` of a run config's `ensemble` section.
-
-    Transforms: host-side Python (not for jit/vmap/grad).
-    """
-    e = cfg.ensemble
-    return dynamics.EnsembleConfig(
-        num_models=e.num_models,
-        hidden=tuple(e.hidden),
-        activation=e.activation,
-        weight_norm=e.weight_norm,
-        learning_rate=e.learning_rate,
-        batch_size=e.batch_size,
-        max_epochs=e.max_epochs,
-        valid_split=e.valid_split,
-        persistency=e.persistency,
-        obs_clip=e.obs_clip,
-        compute_dtype=e.compute_dtype,
-    )
-
-
-def meta_config(cfg: ml_collections.ConfigDict) -> maml.MetaConfig:
-    """The `maml.MetaConfig` of a run config's `meta` and `policy` sections.
-
-    Transforms: host-side Python (not for jit/vmap/grad).
-    """
-    m = cfg.meta
-    return maml.MetaConfig(
-        meta_batch_size=m.meta_batch_size,
-        rollouts_per_task=m.rollouts_per_task,
-        horizon=m.horizon,
-        policy_hidden=tuple(cfg.policy.hidden),
-        init_std=cfg.policy.init_std,
-        init_output_scale=cfg.policy.output_scale,
-        inner_lr=m.inner_lr,
-        num_inner_steps=m.num_inner_steps,
-        discount=m.discount,
-        gae_lambda=m.gae_lambda,
-        obs_clip=cfg.ensemble.obs_clip,
-        start_states="given" if m.start_from == "buffer" else "reset",
-        outer=m.outer,
-        max_kl=m.max_kl,
-        cg_iters=m.cg_iters,
-        cg_damping=m.cg_damping,
-        backtrack_ratio=m.backtrack_ratio,
-        max_backtracks=m.max_backtracks,
-        fvp_subsample=m.fvp_subsample,
-        ppo_clip=m.ppo_clip,
-        ppo_lr=m.ppo_lr,
-        ppo_num_steps=m.ppo_epochs,
-        num_meta_steps=m.num_meta_steps,
-    )
 
 
 # The real executor's jitted step is keyed on these functions: module-level, so that every
@@ -217,8 +161,8 @@ class Trainer:
         self.task: TaskSpec = task if task is not None else get_task(cfg.env, horizon=cfg.horizon)
         self.dynamics_fn = dynamics_fn
         self.models_fn = models_fn or (lambda ens, key: dynamics.model_params(ens))
-        self.ens_cfg = ensemble_config(cfg)
-        self.meta_cfg = meta_config(cfg)
+        self.ens_cfg = config_lib.ensemble_config(cfg)
+        self.meta_cfg = config_lib.meta_config(cfg)
         t = self.meta_cfg.meta_batch_size
         self.collect_env = native.NativeEnv(self.task, t)
         self.eval_env = native.NativeEnv(self.task, cfg.num_eval_rollouts)
@@ -330,7 +274,7 @@ class Trainer:
         # nothing recompiles.
         replicate = lambda tree: jax.device_put(tree, self._replicated)
         models = replicate(self.models_fn(ens, k_models))
-        if self.meta_cfg.start_states == "given":
+        if self.meta_cfg.start_from == "buffer":
             meta, post_params, diags = self._meta_train(
                 replicate(state.meta), models, *replicate((state.buffer.obs, state.buffer.count))
             )

@@ -16,6 +16,7 @@ Dtypes: ``init`` makes float32 params unless given ``dtype`` (float64 needs
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "PolicyConfig",
     "Policy",
     "apply",
     "entropy",
@@ -33,6 +35,29 @@ __all__ = [
     "make_policy",
     "sample",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """The Gaussian MLP policy; defaults are the paper's (rllab's).
+
+    hidden: tanh layer widths; init_std: initial action std; output_scale: the last
+    layer's initial weights x this (1.0: rllab's Glorot init; the cpu preset starts the
+    Ant near rest with 0.01).
+    """
+
+    hidden: tuple[int, ...] = (32, 32)
+    init_std: float = 1.0
+    output_scale: float = 1.0
+
+    def __post_init__(self):
+        # A list here would make the config unhashable and break jit's static args.
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+        if not (self.init_std > 0 and self.output_scale > 0):
+            raise ValueError("init_std and output_scale must be positive")
+
 
 Params = Any  # a pytree, see the module docstring
 

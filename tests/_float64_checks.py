@@ -32,7 +32,7 @@ META_CFG = maml.MetaConfig(
     meta_batch_size=2,
     rollouts_per_task=4,
     horizon=8,
-    policy_hidden=(8,),
+    policy=pol.PolicyConfig(hidden=(8,)),
     num_meta_steps=2,
     diag_states_per_task=4,
 )

@@ -170,7 +170,9 @@ def test_weight_norm_starts_as_plain_network_and_trains():
     rng = np.random.default_rng(4)
     obs, act = _random_inputs(rng, 300)
     buf = _fill(300, obs, act, _linear(obs, act))
-    plain = dynamics.EnsembleConfig(num_models=2, hidden=(32,), batch_size=20, max_epochs=30)
+    plain = dynamics.EnsembleConfig(
+        num_models=2, hidden=(32,), batch_size=20, max_epochs=30, weight_norm=False
+    )
     wn = dataclasses.replace(plain, weight_norm=True)
     s_plain = dynamics.init(jax.random.key(5), OBS_DIM, ACT_DIM, plain)
     s_wn = dynamics.init(jax.random.key(5), OBS_DIM, ACT_DIM, wn)
@@ -268,7 +270,12 @@ def test_fit_matches_python_loop_reference():
     buf = _fill(capacity, obs, act, nxt)
     # Low persistency so that early stopping fires within a few epochs.
     cfg = dynamics.EnsembleConfig(
-        num_models=2, hidden=(16, 16), batch_size=50, max_epochs=12, persistency=0.3
+        num_models=2,
+        hidden=(16, 16),
+        batch_size=50,
+        max_epochs=12,
+        persistency=0.3,
+        weight_norm=False,  # the loop reference has plain layers
     )
     state = dynamics.init(jax.random.key(8), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(9), 2)

@@ -66,7 +66,7 @@ def test_long_horizon_config_and_run():
         log=lambda s: None,
     )
     assert trainer.cfg.meta.start_from == "buffer"
-    assert trainer.meta_cfg.start_states == "given"
+    assert trainer.meta_cfg.start_from == "buffer"
     assert trainer.task.horizon == 60 and trainer.meta_cfg.horizon == 30
     assert np.isfinite(history[0]["Meta/ImaginedPreReturn"])
     # The defaults are the paper's long-horizon run.

@@ -218,7 +218,11 @@ def true_dynamics(model, obs, act):
 
 MODELS = {"scale": jnp.ones((2,))}
 SMALL = maml.MetaConfig(
-    meta_batch_size=4, rollouts_per_task=16, horizon=10, policy_hidden=(16,), inner_lr=0.05
+    meta_batch_size=4,
+    rollouts_per_task=16,
+    horizon=10,
+    policy=pol.PolicyConfig(hidden=(16,)),
+    inner_lr=0.05,
 )
 
 
@@ -240,7 +244,7 @@ def _eval_return(params, key):
 # TRPO: start states drawn from given states, one inner step. PPO: reset distribution,
 # two inner steps (MAML-style re-sampling).
 CFGS = {
-    "trpo": dataclasses.replace(SMALL, outer="trpo", start_states="given"),
+    "trpo": dataclasses.replace(SMALL, outer="trpo", start_from="buffer"),
     "ppo": dataclasses.replace(SMALL, outer="ppo", ppo_lr=1e-2, num_inner_steps=2),
 }
 STARTS = jax.random.uniform(jax.random.PRNGKey(3), (64, 2), minval=-1.0, maxval=1.0)
@@ -279,7 +283,7 @@ def test_meta_steps_raise_the_imagined_return(outer):
     assert after > before + 0.1, (before, after)
 
 
-def test_start_states_argument_is_checked():
+def test_start_from_argument_is_checked():
     state = maml.init_meta_state(jax.random.PRNGKey(1), CFGS["trpo"], 2, 2)
     with pytest.raises(ValueError):
         maml.make_meta_step(CFGS["trpo"], PointTask(), true_dynamics)(state, MODELS)

@@ -14,7 +14,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from mbmpo_jax import buffer, config, dynamics, mbmpo
+from mbmpo_jax import buffer, config, dynamics
 from mbmpo_jax.dynamics import fitting, network
 from mbmpo_jax.envs import tasks
 
@@ -157,7 +157,7 @@ def test_run_config_carries_compute_dtype_to_the_ensemble_and_validates_it():
     assert cfg.ensemble.compute_dtype == "float32"  # the paper's precision is the default
     config.apply_overrides(cfg, ["ensemble.compute_dtype=bfloat16"])
     config.validate(cfg)
-    assert mbmpo.ensemble_config(cfg).compute_dtype == "bfloat16"
+    assert config.ensemble_config(cfg).compute_dtype == "bfloat16"
     config.apply_overrides(cfg, ["ensemble.compute_dtype=float16"])
     with pytest.raises(config.ConfigError, match="compute_dtype"):
         config.validate(cfg)

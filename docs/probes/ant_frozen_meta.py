@@ -35,7 +35,7 @@ if cfg.policy.init_std != run_cfg.policy.init_std:
     meta = meta.replace(params=dict(meta.params, log_std=log_std))
 name = " ".join(overrides) or "as run"
 for call in range(5):
-    if trainer.meta_cfg.start_states == "given":
+    if trainer.meta_cfg.start_from == "buffer":
         buf = replicate((state.buffer.obs, state.buffer.count))
         meta, _, diags = trainer._meta_train(replicate(meta), models, *buf)
     else:

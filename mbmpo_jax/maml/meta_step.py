@@ -60,16 +60,16 @@ Params = Any
 class MetaConfig:
     """Meta-learning hyperparameters; defaults are the paper's (original code's) values.
 
-    Shape-deciding fields (sizes, counts, ``outer``, ``start_states``) are read at trace
-    time; changing them means a new compile.
+    The run config's ``meta`` section is generated from these fields and its ``policy``
+    section from ``policy.PolicyConfig`` (``config.meta_config`` joins them), so the
+    names, defaults and checks here are the only ones. Shape-deciding fields (sizes,
+    counts, ``outer``, ``start_from``) are read at trace time; changing them means a new
+    compile.
     """
 
     meta_batch_size: int = 20  # T, tasks; task i uses model i // (T / K)
     rollouts_per_task: int = 50  # R
     horizon: int = 200  # H
-    policy_hidden: tuple[int, ...] = (32, 32)
-    init_std: float = 1.0
-    init_output_scale: float = 1.0  # the policy's last layer at init (1.0: rllab's Glorot)
     inner_lr: float = 1e-3  # alpha; 0 gives ME-TRPO
     num_inner_steps: int = 1
     discount: float = 0.99
@@ -77,9 +77,9 @@ class MetaConfig:
     baseline_reg: float = 1e-5
     normalize_adv: bool = True
     obs_clip: float = 1000.0
-    # "reset": task.init_obs; "given": uniform draws from states passed to the step
-    # (e.g. the real buffer's observations, the paper's long-horizon variant).
-    start_states: str = "reset"
+    # "reset": task.init_obs; "buffer": uniform draws from states passed to the step
+    # (the real buffer's observations in a run: the paper's long-horizon variant).
+    start_from: str = "reset"
     outer: str = "trpo"  # "trpo" (paper) | "ppo" (RLlib's port)
     max_kl: float = 0.01
     cg_iters: int = 10
@@ -92,18 +92,19 @@ class MetaConfig:
     # The std-vs-KL diagnostic evaluates all K models on about this many pre-update
     # states per task (rollout 0, strided), every meta step.
     diag_states_per_task: int = 50
-    ppo_clip: float = 0.5
+    ppo_clip: float = 0.5  # RLlib's MB-MPO clip_param
     ppo_lr: float = 1e-3
-    ppo_num_steps: int = 8
+    ppo_epochs: int = 8  # full-batch Adam steps per outer step
     ppo_kl_coeff: float = 5e-4  # initial adaptive coefficient of the pre-update KL penalty
     ppo_kl_target: float = 0.01
     num_meta_steps: int = 30  # per call of make_meta_train's function
+    policy: pol.PolicyConfig = pol.PolicyConfig()
 
     def __post_init__(self):
         if self.outer not in ("trpo", "ppo"):
             raise ValueError(f"outer must be 'trpo' or 'ppo', got {self.outer!r}")
-        if self.start_states not in ("reset", "given"):
-            raise ValueError(f"start_states must be 'reset' or 'given', got {self.start_states!r}")
+        if self.start_from not in ("reset", "buffer"):
+            raise ValueError(f"start_from must be 'reset' or 'buffer', got {self.start_from!r}")
         if self.fvp_subsample < 1:
             raise ValueError("fvp_subsample must be >= 1")
         if self.num_inner_steps < 1:
@@ -172,7 +173,7 @@ def init_meta_state(
     act_dim: int,
     dtype: jax.typing.DTypeLike = jnp.float32,
 ) -> MetaState:
-    """Fresh policy params (std ``cfg.init_std``) and optimiser state.
+    """Fresh policy params (std ``cfg.policy.init_std``) and optimiser state.
 
     ``dtype``: of the params, the Adam moments and the KL coefficient (float32 by default;
     float64 needs ``jax_enable_x64``).
@@ -184,9 +185,9 @@ def init_meta_state(
         key_params,
         obs_dim,
         act_dim,
-        cfg.policy_hidden,
-        cfg.init_std,
-        cfg.init_output_scale,
+        cfg.policy.hidden,
+        cfg.policy.init_std,
+        cfg.policy.output_scale,
         dtype,
     )
     opt_state = optax.adam(cfg.ppo_lr).init(params) if cfg.outer == "ppo" else ()
@@ -226,7 +227,7 @@ def make_meta_step(
       - ``models``: dynamics params, leaves with a leading ``[K]`` axis, ``T % K == 0``.
       - ``start_obs`` ``[N, O]`` and ``start_count`` (int, valid prefix of ``start_obs``,
         default ``N``): start states drawn uniformly per rollout, required iff
-        ``cfg.start_states == "given"`` (e.g. the buffer's observations and count).
+        ``cfg.start_from == "buffer"`` (e.g. the buffer's observations and count).
       - ``post_params``: ``[T]`` post-update params that sampled this step's post-update
         rollouts (adapted from the *old* ``theta``), i.e. the original code's policies
         for the next real-data collection.
@@ -237,7 +238,7 @@ def make_meta_step(
     def sample(key, params_t, models, start_obs, start_count):
         key_start, key_roll = jax.random.split(key)
         starts = None
-        if cfg.start_states == "given":
+        if cfg.start_from == "buffer":
             count = start_obs.shape[0] if start_count is None else start_count
             idx = jax.random.randint(key_start, (num_tasks, r), 0, jnp.maximum(count, 1))
             starts = start_obs[idx]
@@ -273,8 +274,8 @@ def make_meta_step(
     )
 
     def meta_step(state: MetaState, models, start_obs=None, start_count=None):
-        if (cfg.start_states == "given") != (start_obs is not None):
-            raise ValueError("start_obs must be given iff cfg.start_states == 'given'")
+        if (cfg.start_from == "buffer") != (start_obs is not None):
+            raise ValueError("start_obs must be given iff cfg.start_from == 'buffer'")
         ensemble_lib.task_to_member(num_tasks, ensemble_lib.num_members(models))
         key, *phase_keys = jax.random.split(state.key, cfg.num_inner_steps + 2)
         theta = state.params

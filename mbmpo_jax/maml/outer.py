@@ -132,7 +132,7 @@ def ppo_outer_step(
 
     surr_before = lr_surrogate(old_post_params, post)
     new_theta, new_opt_state, losses = ppo_lib.adam_steps(
-        loss_fn, theta, opt_state, optimizer, cfg.ppo_num_steps
+        loss_fn, theta, opt_state, optimizer, cfg.ppo_epochs
     )
     new_post_params = objective(new_theta)[1]
     surr_after = lr_surrogate(new_post_params, post)
