@@ -79,16 +79,16 @@ def test_long_horizon_config_and_run():
 
 def test_ensemble_compounding_error_curve():
     r = ensemble_compounding_error.run(
-        train_rollouts=8, test_rollouts=4, horizon=25, hidden=(64, 64), num_models=2, max_epochs=60
+        train_rollouts=8, test_rollouts=4, horizon=25, hidden=(64, 64), num_models=2, max_epochs=150
     )
     mse = r["mse"]
     assert mse.shape == (25,) and r["mse_per_model"].shape == (2, 25)
     assert np.all(np.isfinite(mse))
     # Errors compound: the open-loop error late in the horizon exceeds the one-step error.
     assert mse[-5:].mean() > 3 * mse[0]
-    # The model learned something: one step ahead it beats predicting no change (at these
-    # tiny sizes the ratio was 0.40-0.50 over seeds 0-2 and 0.24-0.64 with 16 rollouts).
-    assert mse[0] < 0.75 * r["mse_persistence"][0]
+    # The model learned something: one step ahead it beats predicting no change by far
+    # (ratio 0.13-0.21 over seeds 0-2 with 150 epochs; 60 epochs left it at 0.40-0.50).
+    assert mse[0] < 0.5 * r["mse_persistence"][0]
 
 
 @pytest.mark.parametrize(
