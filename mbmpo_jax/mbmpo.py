@@ -234,9 +234,9 @@ class Trainer:
         """`init` then `num_iterations` (default: `config.iterations_of(cfg)`) iterations.
 
         `callback(state, metrics)` runs after every iteration (logging, early exit by
-        raising). Returns the final state and the metrics of every iteration. The CLI
-        (`experiments/run.py`) adds checkpoints, resume and the run directory around
-        the same two calls.
+        raising). Returns the final state and the metrics of every iteration, in memory;
+        `rundir.train` runs the same two calls in a run directory (metrics, a checkpoint
+        per iteration, resume after any stop), which is what the CLI uses.
         """
         state = self.init(key)
         history = []

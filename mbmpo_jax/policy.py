@@ -4,7 +4,7 @@ The policy of the paper (rllab's ``GaussianMLPPolicy``): a tanh MLP (32, 32) giv
 action mean, a free vector gives the log-std (initial std 1.0), both adapted by the
 inner step. A network is an ``(init, apply)`` pair of pure functions over a params
 pytree; the distribution helpers below work on the ``(mean, log_std)`` that ``apply``
-returns, so that the losses in ``maml.py`` never need to know about layers.
+returns, so that the losses in ``maml`` never need to know about layers.
 
 Params pytree: ``{"layers": [{"w": [I, O], "b": [O]}, ...], "log_std": [A]}``. The layer
 count is read from the pytree, so ``apply`` needs no configuration and works unchanged
