@@ -29,7 +29,8 @@ def test_init_is_one_member_per_split_key():
     members = ensemble.init(fake_init, key, 4)
     assert ensemble.num_members(members) == 4
     for k, sub in enumerate(jax.random.split(key, 4)):
-        chex.assert_trees_all_equal(_member(members, k), fake_init(sub))
+        # the same key draws the same numbers; vmapped samplers may round the last bit
+        chex.assert_trees_all_close(_member(members, k), fake_init(sub), rtol=1e-6)
     # independent members: no two alike
     a = np.asarray(members["a"])
     assert len({tuple(row) for row in a.round(6)}) == 4
