@@ -16,16 +16,6 @@ from mbmpo_jax import maml
 from mbmpo_jax import policy as pol
 from mbmpo_jax.optim import ppo as ppo_lib
 
-
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", False)
-
-
 # ----------------------------------------------------------------------------------------
 # Independent numpy reference of the meta-objective: numpy forward pass, inner gradient by
 # central finite differences, outer gradient by central finite differences of that.

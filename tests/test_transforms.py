@@ -295,15 +295,6 @@ def test_jit_and_vmap_equal_eager_calls(name):
 GRAD_CASES = sorted(n for n, claimed in CLAIMED.items() if "grad" in claimed)
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", False)
-
-
 @pytest.mark.parametrize("name", GRAD_CASES)
 def test_grad_matches_finite_differences_in_float64(name, x64):
     fn, args = _cases(jnp.float64)[name]
