@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -93,12 +93,30 @@ class Checkpointer:
         for record in held.records:
             absl_logger.handle(record)
 
-    def restore(self, step: int, like: Any) -> Any:
+    def restore(
+        self, step: int, like: Any, older: Sequence[tuple[Any, Callable[[Any], Any]]] = ()
+    ) -> Any:
         """Restores checkpoint `step` into the structure, shapes and dtypes of `like`.
+
+        `older`: `(like_old, upgrade)` pairs, the layouts earlier versions wrote; when the
+        checkpoint is not in `like`'s layout, each is tried in turn and the first that
+        reads is returned as `upgrade(restored)` (a state of `like`'s layout).
 
         Raises CheckpointError naming the first mismatching leaf if the checkpoint was
         written by another configuration.
         """
+        try:
+            return self._restore_as(step, like)
+        except CheckpointError as error:
+            for like_old, upgrade in older:
+                try:
+                    restored = self._restore_as(step, like_old)
+                except CheckpointError:
+                    continue
+                return upgrade(restored)
+            raise error from None
+
+    def _restore_as(self, step: int, like: Any) -> Any:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like
         )
@@ -121,9 +139,14 @@ class Checkpointer:
         return restored
 
     def restore_newest(
-        self, like: Any, reject: Callable[[int, Any], str | None] | None = None
+        self,
+        like: Any,
+        reject: Callable[[int, Any], str | None] | None = None,
+        older: Sequence[tuple[Any, Callable[[Any], Any]]] = (),
     ) -> tuple[int, Any, list[str]]:
         """Restores the newest checkpoint that can be read, falling back to older ones.
+
+        `like` and `older` as in `restore`.
 
         Returns `(step, state, skipped)`, `skipped` one line per newer checkpoint that could
         not be restored (corrupt, or of another configuration) or that `reject(step,
@@ -137,7 +160,7 @@ class Checkpointer:
         bad: list[int] = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                state = self.restore(step, like)
+                state = self.restore(step, like, older)
             except CheckpointError as e:
                 skipped.append(f"{str(e)[:300]}; moved to {self._unreadable}")
                 bad.append(step)

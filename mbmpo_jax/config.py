@@ -35,6 +35,7 @@ from mbmpo_jax.maml import MetaConfig
 from mbmpo_jax.policy import PolicyConfig
 
 __all__ = [
+    "EXECUTORS",
     "PRESETS",
     "ConfigError",
     "apply_overrides",
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 PRESETS = ("paper", "cpu", "smoke")
+EXECUTORS = ("native", "mjx")  # `mbmpo.executor_of` maps the names to the executors
 
 
 class ConfigError(ValueError):
@@ -104,6 +106,9 @@ def _paper(env: str) -> ml_collections.ConfigDict:
     c.initial_random_steps = 5000
     c.num_eval_rollouts = 20  # pre-update policy on the real env; not counted as steps
     c.checkpoint_keep = 3
+    # Where real data comes from (`mbmpo_jax.envs.executor`): "native" (MuJoCo on the
+    # host, fastest on a CPU) or "mjx" (MuJoCo XLA, one jitted program per collection).
+    c.executor = "native"
 
     # The sections are generated from the library's frozen dataclasses: their field names,
     # defaults (the paper's) and checks are the only ones (`ensemble_config`, `meta_config`).
@@ -307,6 +312,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(cfg.meta.ppo_clip > 0, "meta.ppo_clip must be positive")
     need(
         cfg.meta.outer in ("trpo", "ppo"), f"meta.outer must be trpo or ppo, got {cfg.meta.outer!r}"
+    )
+    need(
+        cfg.executor in EXECUTORS,
+        f"executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}",
     )
     need(
         cfg.meta.start_from in ("reset", "buffer"),

@@ -1,16 +1,16 @@
 """One MB-MPO iteration: collect real data -> fit the ensemble -> meta-learn the policy.
 
-    real MuJoCo (NativeEnv) --transitions--> Buffer --fit--> ensemble (K models)
-         ^                                                      |
+    real MuJoCo (executor) --transitions--> Buffer --fit--> ensemble (K models)
+         ^                                                     |
          |                                 imagination: T tasks x R rollouts x H steps
-         |                                                      |
+         |                                                     |
     post-update policies [T] <--inner PG step-- pre-update samples; outer TRPO on theta
 
 `Trainer(cfg)` builds, once, everything that is compiled (the ensemble fit, the N meta
-steps in one `lax.scan`, the jitted policy calls of the real executor) and the host-side
-environments. The run's whole state is the explicit `TrainState` pytree: `iteration`
-maps a state to the next one, deterministically for a given state, so a checkpoint of
-`TrainState` resumes a run exactly.
+steps in one `lax.scan`, the real executor's policy calls) and the real-data executors
+(`mbmpo_jax.envs.executor`: native MuJoCo by default, or MJX). The run's whole state is
+the explicit `TrainState` pytree: `iteration` maps a state to the next one,
+deterministically for a given state, so a checkpoint of `TrainState` resumes a run exactly.
 
 Per iteration (after the warm-up of `initial_random_steps` uniform-random steps, taken
 with T environments that restart their episodes as they end):
@@ -45,6 +45,7 @@ from mbmpo_jax import config as config_lib
 from mbmpo_jax import dynamics, maml, model_metrics, sharding
 from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.envs import native
+from mbmpo_jax.envs.executor import Executor, ExecutorFactory
 from mbmpo_jax.envs.tasks import TaskSpec, get_task
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "Trainer",
     "act_per_env",
     "act_shared",
+    "executor_of",
 ]
 
 
@@ -67,10 +69,22 @@ class TrainState:
     meta: `maml.MetaState` (policy params theta, outer optimiser state, imagination key).
     ensemble: `dynamics.EnsembleState` (params [K, ...], Adam state, normaliser).
     buffer: `buffer.Buffer` of real transitions (fixed capacity + count).
-    post_params: [T]-stacked post-update policy params of the last meta step.
     key: the run's PRNG key for real-data collection and fits.
     iteration: iterations completed; n_timesteps: real steps collected (evaluation excluded).
     """
+
+    meta: maml.MetaState
+    ensemble: dynamics.EnsembleState
+    buffer: buffer_lib.Buffer
+    key: jax.Array
+    iteration: jax.Array
+    n_timesteps: jax.Array
+
+
+@flax.struct.dataclass
+class _TrainStateWithPostParams:
+    """The checkpoint layout written before 2026-11-30 (issue 16): `TrainState` plus the
+    [T]-stacked post-update params of the last meta step, which nothing ever read."""
 
     meta: maml.MetaState
     ensemble: dynamics.EnsembleState
@@ -79,6 +93,10 @@ class TrainState:
     key: jax.Array
     iteration: jax.Array
     n_timesteps: jax.Array
+
+    def upgrade(self) -> TrainState:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainState)}
+        return TrainState(**fields)
 
 
 # The real executor's jitted step is keyed on these functions: module-level, so that every
@@ -104,6 +122,17 @@ def act_per_env(params_t, key, obs):
         return policy_lib.sample(k, mean, log_std)
 
     return jax.vmap(one)(params_t, keys, obs)
+
+
+def executor_of(name: str) -> ExecutorFactory:
+    """The executor factory a run config names (`config.EXECUTORS`)."""
+    if name == "native":
+        return native.NativeExecutor
+    if name == "mjx":
+        from mbmpo_jax.envs import mjx_env  # imports brax and mujoco.mjx: only when asked
+
+        return mjx_env.MjxExecutor
+    raise ValueError(f"executor must be one of {', '.join(config_lib.EXECUTORS)}, got {name!r}")
 
 
 @functools.cache
@@ -143,6 +172,7 @@ class Trainer:
         task: TaskSpec | None = None,
         dynamics_fn: Callable[[Any, jax.Array, jax.Array], jax.Array] = dynamics.model_step,
         models_fn: Callable[[dynamics.EnsembleState, jax.Array], Any] | None = None,
+        executor: ExecutorFactory | None = None,
     ):
         """Builds the compiled phases and environments of `cfg`.
 
@@ -156,6 +186,10 @@ class Trainer:
             that `dynamics_fn` reads, called once per iteration after the fit with a fresh
             key; default `dynamics.model_params(ensemble_state)`. E.g. the paper's
             robustness experiment adds a bias drawn every iteration.
+          executor: `(task, num_envs) -> Executor`, the source of real data (the contract
+            of `mbmpo_jax.envs.executor`); default `executor_of(cfg.executor)`:
+            `native.NativeExecutor` (MuJoCo on the host) or `mjx_env.MjxExecutor` (MuJoCo
+            XLA, one jitted program per call).
         """
         self.cfg = cfg
         self.task: TaskSpec = task if task is not None else get_task(cfg.env, horizon=cfg.horizon)
@@ -164,8 +198,9 @@ class Trainer:
         self.ens_cfg = config_lib.ensemble_config(cfg)
         self.meta_cfg = config_lib.meta_config(cfg)
         t = self.meta_cfg.meta_batch_size
-        self.collect_env = native.NativeEnv(self.task, t)
-        self.eval_env = native.NativeEnv(self.task, cfg.num_eval_rollouts)
+        executor = executor or executor_of(cfg.executor)
+        self.collector: Executor = executor(self.task, t)
+        self.evaluator: Executor = executor(self.task, cfg.num_eval_rollouts)
         self.steps_per_iteration = config_lib.steps_per_iteration(cfg)
         self.num_iterations = config_lib.iterations_of(cfg)
         # Tasks are split over all local devices (a single device is the mesh of one).
@@ -187,16 +222,24 @@ class Trainer:
         meta = maml.init_meta_state(k_meta, self.meta_cfg, self.task.obs_dim, self.task.act_dim)
         ens = dynamics.init(k_ens, self.task.obs_dim, self.task.act_dim, self.ens_cfg)
         buf = buffer_lib.init(self.cfg.ensemble.buffer_size, self.task.obs_dim, self.task.act_dim)
-        post = maml.broadcast_tasks(meta.params, self.meta_cfg.meta_batch_size)
         return TrainState(
             meta=meta,
             ensemble=ens,
             buffer=buf,
-            post_params=post,
             key=key,
             iteration=jnp.zeros((), jnp.int32),
             n_timesteps=jnp.zeros((), jnp.int32),
         )
+
+    def older_layouts(self, key: jax.Array) -> list[tuple[Any, Callable[[Any], TrainState]]]:
+        """`(template, upgrade)` of the checkpoint layouts earlier versions wrote, for
+        `checkpoint.Checkpointer.restore(..., older=...)`: runs begun before a layout
+        change still resume."""
+        state = self.empty_state(key)
+        post = maml.broadcast_tasks(state.meta.params, self.meta_cfg.meta_batch_size)
+        fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(TrainState)}
+        old = _TrainStateWithPostParams(post_params=post, **fields)
+        return [(old, _TrainStateWithPostParams.upgrade)]
 
     def init(self, key: jax.Array) -> TrainState:
         """A fresh state whose buffer holds `initial_random_steps` uniform-random steps.
@@ -209,7 +252,7 @@ class Trainer:
         if target == 0:
             return state
         key, k = jax.random.split(state.key)
-        warm = native.collect(self.collect_env, native.uniform_policy(self.task), None, k, target)
+        warm = self.collector.collect(native.uniform_policy(self.task), None, k, target)
         buf = self._add(state.buffer, warm.batch)
         return dataclasses.replace(
             state, buffer=buf, key=key, n_timesteps=jnp.asarray(warm.num_steps, jnp.int32)
@@ -287,8 +330,8 @@ class Trainer:
         on_phase("meta")
 
         start = time.perf_counter()
-        collected = native.collect(
-            self.collect_env, act_per_env, post_params, k_collect, self.steps_per_iteration
+        collected = self.collector.collect(
+            act_per_env, post_params, k_collect, self.steps_per_iteration
         )
         batch = collected.batch
         buf = self._add(state.buffer, batch)
@@ -297,7 +340,7 @@ class Trainer:
         on_phase("collect")
 
         start = time.perf_counter()
-        evaluation = native.rollout(self.eval_env, act_shared, meta.params, k_eval)
+        evaluation = self.evaluator.rollout(act_shared, meta.params, k_eval)
         std, err, pred_finite = jax.device_get(
             model_metrics.ensemble_diagnostics(
                 ens,
@@ -314,7 +357,6 @@ class Trainer:
             meta=meta,
             ensemble=ens,
             buffer=buf,
-            post_params=post_params,
             key=key,
             iteration=state.iteration + 1,
             n_timesteps=state.n_timesteps + n_new,

@@ -194,7 +194,9 @@ def _restore(trainer, ckpt, run_dir: str, key, log) -> Any:
     reject = lambda step, s: (
         None if int(s.iteration) == step else f"holds iteration {int(s.iteration)}, not {step}"
     )
-    step, state, skipped = ckpt.restore_newest(trainer.empty_state(key), reject)
+    step, state, skipped = ckpt.restore_newest(
+        trainer.empty_state(key), reject, older=trainer.older_layouts(key)
+    )
     for line in skipped:
         log(f"[{run_dir}] skipped: {line}")
     note = metrics_lib.check_metrics(metrics_path, int(state.iteration), int(state.n_timesteps))

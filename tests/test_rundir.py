@@ -3,13 +3,16 @@ run and resume it, with the same rows and state as an uninterrupted run (in-proc
 CLI's SIGKILL/SIGTERM checks are in test_run_cli.py)."""
 
 import csv
+import dataclasses
 import fcntl
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
+from mbmpo_jax import checkpoint as ckpt_lib
 from mbmpo_jax import config as config_lib
 from mbmpo_jax import mbmpo, rundir
 
@@ -114,3 +117,49 @@ def test_only_process_zero_writes_metrics_and_config(tmp_path, trainer):
         )
     assert not finished and int(state.iteration) == 0
     assert sorted(os.listdir(run_dir)) == [".lock", "checkpoints"]
+
+
+def test_resumes_a_checkpoint_of_the_older_layout(tmp_path, trainer):
+    """Checkpoints written before TrainState lost `post_params` (issue 16) still resume,
+    and the resumed run equals an uninterrupted one."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    quiet = lambda line: None
+    state_a, _ = rundir.train(_cfg(2), a, trainer=trainer, log=quiet)
+    done = []
+    rundir.train(
+        _cfg(2),
+        b,
+        trainer=trainer,
+        should_stop=lambda: bool(done),
+        on_iteration=lambda s, m: done.append(1),
+        log=quiet,
+    )
+    # Rewrite b's checkpoint 1 in the older layout (the extra leaves hold garbage: they
+    # were never read).
+    key = jax.random.PRNGKey(_cfg(2).seed)
+    ck = ckpt_lib.Checkpointer(b, keep=3)
+    state_1 = ck.restore(1, trainer.empty_state(key))
+    ck.close()
+    shutil.rmtree(os.path.join(b, "checkpoints"))
+    old, _ = trainer.older_layouts(key)[0]
+    garbage = jax.tree.map(lambda x: np.full(np.shape(x), 7, np.asarray(x).dtype), old.post_params)
+    ck = ckpt_lib.Checkpointer(b, keep=3)
+    ck.save(1, old.replace(post_params=garbage, **vars_of(state_1)))
+    ck.close()
+    with pytest.raises(ckpt_lib.CheckpointError, match="could not be restored"):
+        ckpt_lib.Checkpointer(b).restore(1, trainer.empty_state(key))  # not the new layout
+
+    lines = []
+    state_b, finished = rundir.train(
+        rundir.resume_config(b), b, resume=True, trainer=trainer, log=lines.append
+    )
+    assert finished and any("resumed at iteration 1" in line for line in lines), lines
+    assert isinstance(state_b, mbmpo.TrainState)
+    assert _rows(a) == _rows(b)
+    for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def vars_of(state):
+    """The fields of a flax struct dataclass, by name."""
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}

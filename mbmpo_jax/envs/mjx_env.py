@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbmpo_jax.envs.native import ActFn, RealBatch, uniform_policy
+from mbmpo_jax.envs import native
+from mbmpo_jax.envs.native import ActFn, Collection, RealBatch, uniform_policy
 from mbmpo_jax.envs.tasks import TaskSpec, get_task
 
 # mujoco.mjx prints "Failed to import warp" (an optional GPU backend) on import; brax
@@ -37,7 +38,7 @@ with contextlib.redirect_stdout(io.StringIO()):
     from brax.envs.base import State
     from mujoco import mjx
 
-__all__ = ["MjxEnv", "rollout", "steps_per_second"]
+__all__ = ["MjxEnv", "MjxExecutor", "rollout", "steps_per_second"]
 
 
 class MjxEnv(brax_base.Env):
@@ -63,7 +64,10 @@ class MjxEnv(brax_base.Env):
     # --- brax.envs.base.Env ----------------------------------------------------------
     def reset(self, rng: jax.Array) -> State:
         """Samples `task.init_state(rng)`; obs is read after `mjx.forward`."""
-        qpos, qvel = self.task.init_state(rng)
+        return self.reset_to(*self.task.init_state(rng))
+
+    def reset_to(self, qpos: jax.Array, qvel: jax.Array) -> State:
+        """The state `(qpos [nq], qvel [nv])`, after `mjx.forward`; reward and done 0."""
         data = self._data0.replace(
             qpos=qpos.astype(self._data0.qpos.dtype), qvel=qvel.astype(self._data0.qvel.dtype)
         )
@@ -118,14 +122,15 @@ def rollout(
 ) -> RealBatch:
     """`num_envs` episodes of `horizon` steps from fresh resets, as ONE jitted program.
 
-    Same contract as `native.rollout`, so the two executors are interchangeable.
+    The rollout of the executor contract (`mbmpo_jax.envs.executor`); `MjxExecutor` wraps
+    it with host arrays.
 
     Args:
       env: the MjxEnv (static: the program is compiled once per env object).
       act_fn: `(params, key, obs [N, O]) -> act [N, A]`, pure JAX; static too, so pass a
         module-level or cached function (e.g. `native.uniform_policy(task)`).
       params: policy parameters (traced).
-      key: PRNG key (reset noise and the policy's keys).
+      key: PRNG key (reset noise and the policy's keys, used as `native.rollout` uses them).
       num_envs: N.
       horizon: H; default the task's.
 
@@ -142,34 +147,137 @@ def rollout(
     return _rollout(env, act_fn, int(num_envs), horizon, params, key)
 
 
+def _where_tree(cond: jax.Array, new, old):
+    """Per environment: `new` where `cond [N]`, else `old` (any pytree of [N, ...] leaves)."""
+    return jax.tree.map(
+        lambda a, b: jnp.where(cond.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old
+    )
+
+
+def _reset_batch(env: MjxEnv, key: jax.Array, num_envs: int) -> State:
+    # One batched draw of the reset distribution, as `native.NativeEnv.reset` draws it.
+    qpos, qvel = env.task.init_state(key, (num_envs,))
+    return jax.vmap(env.reset_to)(qpos, qvel)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _rollout(env: MjxEnv, act_fn: ActFn, num_envs: int, horizon: int, params, key):
-    reset_key, step_key = jax.random.split(key)
-    state = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+    key, reset_key = jax.random.split(key)
+    state = _reset_batch(env, reset_key, num_envs)
     v_step = jax.vmap(env.step)
 
     def body(carry, k):
         state, alive = carry
         obs = state.obs
         act = jnp.clip(act_fn(params, k, obs), env._low, env._high)
-        nstate = v_step(state, act)
         # Ended episodes keep their last state (MuJoCo is not stepped past a done in the
         # native executor either), and report no reward and no done.
-        nstate = jax.tree.map(
-            lambda new, old: jnp.where(alive.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-            nstate,
-            state,
-        )
+        nstate = _where_tree(alive, v_step(state, act), state)
         reward = jnp.where(alive, nstate.reward, 0.0)
         done = alive & (nstate.done > 0)
         out = (obs, act, nstate.obs, reward, done, alive)
         return (nstate, alive & ~done), out
 
-    keys = jax.random.split(step_key, horizon)
+    keys = jax.random.split(key, horizon)
     alive0 = jnp.ones((num_envs,), bool)
     _, (obs, act, next_obs, reward, done, mask) = jax.lax.scan(body, (state, alive0), keys)
     to_nh = lambda x: jnp.swapaxes(x, 0, 1)  # [H, N, ...] -> [N, H, ...]
     return RealBatch(*(to_nh(x) for x in (obs, act, next_obs, reward, done, mask)))  # type: ignore[arg-type]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _collect(env: MjxEnv, act_fn: ActFn, num_envs: int, num_steps: int, horizon: int, params, key):
+    # `native.collect` as one program: the same keys, the same restart rule, fixed shapes.
+    n = num_envs
+    steps = -(-num_steps // n)
+    active_last = jnp.arange(n) < (num_steps - n * (steps - 1))
+    key, reset_key, act_key = jax.random.split(key, 3)
+    reset_keys = jax.random.split(reset_key, steps)
+    step_keys = jax.random.split(act_key, steps)
+    v_step = jax.vmap(env.step)
+
+    def body(carry, xs):
+        state, ep_len = carry
+        t, reset_k, step_k = xs
+        ended = (t > 0) & (env.task.done(state.obs).astype(bool) | (ep_len >= horizon))
+        # New episodes from the reset distribution (the draw costs a forward pass of every
+        # environment, so it runs only at steps where an episode ended).
+        state = jax.lax.cond(
+            ended.any(),
+            lambda s: _where_tree(ended, _reset_batch(env, reset_k, n), s),
+            lambda s: s,
+            state,
+        )
+        ep_len = jnp.where(ended, 0, ep_len)
+        first = (t == 0) | ended
+        active = jnp.where(t == steps - 1, active_last, True)
+        act = jnp.clip(act_fn(params, step_k, state.obs), env._low, env._high)
+        nstate = _where_tree(active, v_step(state, act), state)
+        reward = jnp.where(active, nstate.reward, 0.0)
+        done = active & (nstate.done > 0)
+        out = (state.obs, act, nstate.obs, reward, done, active, first)
+        return (nstate, ep_len + active), out
+
+    state0 = _reset_batch(env, reset_keys[0], n)
+    xs = (jnp.arange(steps), reset_keys, step_keys)
+    _, outs = jax.lax.scan(body, (state0, jnp.zeros((n,), jnp.int32)), xs)
+    return tuple(jnp.swapaxes(x, 0, 1) for x in outs)  # [S, N, ...] -> [N, S, ...]
+
+
+def _check_actions(task: TaskSpec, act: np.ndarray, mask: np.ndarray) -> None:
+    bad = ~np.isfinite(act).all(axis=-1) & mask
+    if bad.any():
+        envs = sorted(set(np.nonzero(bad)[0].tolist()))
+        raise ValueError(f"{task.name}: non-finite action for env(s) {envs}")
+
+
+class MjxExecutor:
+    """`rollout` and `collect` of N MJX environments: the executor contract of
+    `mbmpo_jax.envs.executor`, each call one jitted program (results copied to the host).
+
+    A non-finite action is detected after the program ran (MJX cannot stop mid-scan), so
+    the call raises `ValueError` and returns nothing; the next call resets anyway.
+    """
+
+    def __init__(self, task: TaskSpec | str, num_envs: int):
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be positive, got {num_envs}")
+        self.env = MjxEnv(task)
+        self.task = self.env.task
+        self.num_envs = int(num_envs)
+
+    def rollout(
+        self, act_fn: ActFn, params: Any, key: jax.Array, horizon: int | None = None
+    ) -> RealBatch:
+        batch = RealBatch(
+            *(np.asarray(x) for x in rollout(self.env, act_fn, params, key, self.num_envs, horizon))
+        )
+        _check_actions(self.task, batch.act, batch.mask)
+        return batch._replace(
+            obs=batch.obs.astype(np.float32),
+            act=batch.act.astype(np.float32),
+            next_obs=batch.next_obs.astype(np.float32),
+            reward=batch.reward.astype(np.float32),
+        )
+
+    def collect(
+        self,
+        act_fn: ActFn,
+        params: Any,
+        key: jax.Array,
+        num_steps: int,
+        horizon: int | None = None,
+    ) -> Collection:
+        horizon = self.task.horizon if horizon is None else int(horizon)
+        if num_steps <= 0 or horizon <= 0:
+            raise ValueError(f"num_steps and horizon must be positive, got {num_steps}, {horizon}")
+        outs = _collect(self.env, act_fn, self.num_envs, int(num_steps), horizon, params, key)
+        obs, act, next_obs, reward, done, mask, first = (np.asarray(x) for x in outs)
+        _check_actions(self.task, act, mask)
+        f32 = lambda x: x.astype(np.float32)
+        batch = RealBatch(f32(obs), f32(act), f32(next_obs), f32(reward), done, mask)
+        returns, lengths = native.complete_episodes(batch.reward, done, first, mask, horizon)
+        return Collection(batch, first, returns, lengths)
 
 
 def steps_per_second(

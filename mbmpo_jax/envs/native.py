@@ -23,7 +23,16 @@ import numpy as np
 
 from mbmpo_jax.envs.tasks import TaskSpec
 
-__all__ = ["Collection", "NativeEnv", "RealBatch", "collect", "rollout", "uniform_policy"]
+__all__ = [
+    "Collection",
+    "NativeEnv",
+    "NativeExecutor",
+    "RealBatch",
+    "collect",
+    "complete_episodes",
+    "rollout",
+    "uniform_policy",
+]
 
 # act_fn(params, key, obs [N, O]) -> act [N, A]; pure JAX.
 ActFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -365,13 +374,40 @@ def collect(
     reward, done = (np.asarray(x) for x in _reward_done(task, obs_buf, act_buf, next_buf))
     reward = np.where(mask, reward, 0.0).astype(np.float32)
     done = done & mask
-    returns, lengths = _complete_episodes(reward, done, first, mask, horizon)
+    returns, lengths = complete_episodes(reward, done, first, mask, horizon)
     batch = RealBatch(obs_buf, act_buf, next_buf, reward, done, mask)
     return Collection(batch, first, returns, lengths)
 
 
-def _complete_episodes(reward, done, first, mask, horizon):
-    """Returns and lengths of the episodes that ended (done or `horizon` steps), host-side."""
+class NativeExecutor:
+    """`rollout` and `collect` of N native environments: the executor contract of
+    `mbmpo_jax.envs.executor`, MuJoCo's C library on the host (the default)."""
+
+    def __init__(self, task: TaskSpec, num_envs: int):
+        self.task = task
+        self.num_envs = int(num_envs)
+        self.env = NativeEnv(task, num_envs)
+
+    def rollout(
+        self, act_fn: ActFn, params: Any, key: jax.Array, horizon: int | None = None
+    ) -> RealBatch:
+        return rollout(self.env, act_fn, params, key, horizon)
+
+    def collect(
+        self,
+        act_fn: ActFn,
+        params: Any,
+        key: jax.Array,
+        num_steps: int,
+        horizon: int | None = None,
+    ) -> Collection:
+        return collect(self.env, act_fn, params, key, num_steps, horizon)
+
+
+def complete_episodes(reward, done, first, mask, horizon):
+    """Returns and lengths of the episodes that ended (done or `horizon` steps), host-side.
+
+    `reward`, `done`, `first`, `mask` are `[N, S]` as in `Collection`; see its fields."""
     returns, lengths = [], []
     for i in range(reward.shape[0]):
         ret, length = 0.0, 0
