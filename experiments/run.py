@@ -1,7 +1,8 @@
 """The MB-MPO run: `python -m experiments.run --env=ant`.
 
 Flags:
-  --env, --preset (paper | cpu | smoke), --seed, --num_seeds, --logdir, --resume,
+  --env, --preset (paper | cpu | smoke), --seed, --num_seeds (--novmap_seeds: one after
+  another instead of one program), --logdir, --resume,
   --config.FIELD=VALUE for any config field (e.g. --config.meta.inner_lr=0,
   --config.ensemble.hidden=256,256). Bad values: one-line error, exit code 2.
 
@@ -24,7 +25,7 @@ import threading
 # after its next checkpoint; a second one (or one before the run began) exits at once,
 # which is as safe as SIGKILL: checkpoints and metrics are written by atomic renames.
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
-_STOP = {"requested": False, "run_dir": None, "resume_cmd": ""}
+_STOP = {"requested": False, "run_dir": None, "resume_cmd": "", "faulted": False}
 
 
 def _signal_watcher() -> None:
@@ -66,7 +67,13 @@ from mbmpo_jax import memory, rundir  # noqa: E402
 _ENV = flags.DEFINE_string("env", "halfcheetah", "task name")
 _PRESET = flags.DEFINE_string("preset", "paper", "paper | cpu | smoke")
 _SEED = flags.DEFINE_integer("seed", 0, "first seed")
-_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 1, "seeds run one after another, seed..seed+N-1")
+_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 1, "seeds seed..seed+N-1, one run directory each")
+_VMAP_SEEDS = flags.DEFINE_bool(
+    "vmap_seeds",
+    True,
+    "with --num_seeds > 1: all seeds as one program (their fits and meta phases vmapped); "
+    "--novmap_seeds runs them one after another",
+)
 _LOGDIR = flags.DEFINE_string("logdir", None, "run directory (default runs/ENV-PRESET-TIME)")
 _RESUME = flags.DEFINE_bool("resume", False, "continue the run in --logdir")
 _QUIET = flags.DEFINE_bool("quiet", False, "no per-iteration progress lines")
@@ -161,7 +168,8 @@ def _fault_hook(iteration: int, phase: str) -> None:
         return
     kind, it, at = _FAULT.split(":")
     signum = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}.get(kind)
-    if signum is not None and int(it) == iteration and phase == at:
+    if signum is not None and int(it) == iteration and phase == at and not _STOP["faulted"]:
+        _STOP["faulted"] = True  # once per process (seeds repeat the phases)
         os.kill(os.getpid(), signum)
         time.sleep(0.5)  # SIGTERM: let the signal thread take it before going on
 
@@ -172,7 +180,8 @@ class _Progress:
     Seconds per real step over the iterations after the first of this process (the first
     includes compilation); the fit grows with the buffer, so the ETA errs short."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, prefix: str = ""):
+        self.prefix = prefix
         self.total_iters = config_lib.iterations_of(cfg)
         self.per_iteration = config_lib.steps_per_iteration(cfg)
         self.timed: list[tuple[float, int]] = []
@@ -187,7 +196,8 @@ class _Progress:
         steps, it = int(state.n_timesteps), int(state.iteration)
         total_steps = steps + (self.total_iters - it) * self.per_iteration
         if not _QUIET.value:
-            print(_progress(metrics, self.total_iters, total_steps, secs_per_step), flush=True)
+            line = _progress(metrics, self.total_iters, total_steps, secs_per_step)
+            print(self.prefix + line, flush=True)
 
 
 def run_one(cfg, run_dir: str, resume: bool) -> bool:
@@ -217,6 +227,36 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
     return True
 
 
+def run_seeds(cfgs, run_dirs: list[str], resume: bool) -> bool:
+    """Runs (or continues) the seeds as one program; returns False if stopped by a signal."""
+    start = time.perf_counter()
+    progress = [_Progress(c, prefix=f"[seed {c.seed}] ") for c in cfgs]
+    states, finished = rundir.train_seeds(
+        cfgs,
+        run_dirs,
+        resume=resume,
+        should_stop=lambda: _STOP["requested"],
+        on_iteration=lambda s, state, metrics: progress[s](state, metrics),
+        on_phase=_fault_hook,
+    )
+    if not finished:
+        its = ", ".join(str(int(st.iteration)) for st in states)
+        print(
+            f"stopped safely at iterations {its} (checkpoints written). "
+            f"Resume with: {_STOP['resume_cmd']}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    for st, d in zip(states, run_dirs, strict=True):
+        print(
+            f"[{d}] done: {int(st.iteration)} iterations, {int(st.n_timesteps):,} real steps",
+            flush=True,
+        )
+    print(f"{len(cfgs)} seeds in {_fmt_time(time.perf_counter() - start)}", flush=True)
+    return True
+
+
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -243,7 +283,9 @@ def main(argv):
     cfgs = []
     for s, d in zip(seeds, run_dirs, strict=True):
         if _RESUME.value and os.path.exists(os.path.join(d, "config.json")):
-            c = _resume_config(d, cfg)
+            requested = config_lib.from_json(config_lib.to_json(cfg))
+            requested.seed = s  # --seed names the first seed; this directory is seed s
+            c = _resume_config(d, requested)
         elif not rundir.is_empty(d):
             fail(f"{d} exists and is not empty: pass --resume to continue it, or another --logdir")
         else:
@@ -257,9 +299,6 @@ def main(argv):
 
     import jax
 
-    from mbmpo_jax.checkpoint import CheckpointError
-    from mbmpo_jax.mbmpo import NonFiniteError
-    from mbmpo_jax.metrics import MetricsError
     from mbmpo_jax.sharding import task_mesh
 
     dev = jax.devices()[0]
@@ -279,16 +318,22 @@ def main(argv):
         f"inner_lr={c0.meta.inner_lr} seeds={seeds} -> {base}",
         flush=True,
     )
+    errors = _run_errors()
+    if len(cfgs) > 1 and _VMAP_SEEDS.value:
+        _STOP["run_dir"] = base
+        try:
+            finished = run_seeds(cfgs, run_dirs, _RESUME.value)
+        except errors as e:
+            _fail_run(e)
+        if not finished:
+            sys.exit(130)
+        return
     for c, d in zip(cfgs, run_dirs, strict=True):
         _STOP["run_dir"] = d
         try:
             finished = run_one(c, d, _RESUME.value)
-        except rundir.RunDirError as e:
-            fail(str(e))
-        except (MetricsError, config_lib.ConfigError) as e:
-            fail(f"--resume: {e}")
-        except (CheckpointError, NonFiniteError, OSError, ValueError) as e:
-            fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
+        except errors as e:
+            _fail_run(e)
         if not finished:
             sys.exit(130)
         if _STOP["requested"] and d != run_dirs[-1]:
@@ -298,6 +343,33 @@ def main(argv):
                 flush=True,
             )
             sys.exit(130)
+
+
+def _run_errors() -> tuple[type[BaseException], ...]:
+    from mbmpo_jax.checkpoint import CheckpointError
+    from mbmpo_jax.mbmpo import NonFiniteError
+    from mbmpo_jax.metrics import MetricsError
+
+    return (
+        rundir.RunDirError,
+        MetricsError,
+        config_lib.ConfigError,
+        CheckpointError,
+        NonFiniteError,
+        OSError,
+        ValueError,
+    )
+
+
+def _fail_run(e: BaseException) -> None:
+    """A run's error as one line: exit 2 for bad input, 1 for a failure during the run."""
+    from mbmpo_jax.metrics import MetricsError
+
+    if isinstance(e, rundir.RunDirError):
+        fail(str(e))
+    if isinstance(e, MetricsError | config_lib.ConfigError):
+        fail(f"--resume: {e}")
+    fail(f"{type(e).__name__}: {str(e).splitlines()[0]}", code=1)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -49,11 +49,14 @@ from mbmpo_jax.envs.executor import Executor, ExecutorFactory
 from mbmpo_jax.envs.tasks import TaskSpec, get_task
 
 __all__ = [
+    "IterationKeys",
+    "Learned",
     "NonFiniteError",
     "TrainState",
     "Trainer",
     "act_per_env",
     "act_shared",
+    "default_models",
     "executor_of",
 ]
 
@@ -135,6 +138,34 @@ def executor_of(name: str) -> ExecutorFactory:
     raise ValueError(f"executor must be one of {', '.join(config_lib.EXECUTORS)}, got {name!r}")
 
 
+def default_models(ens: dynamics.EnsembleState, key: jax.Array) -> Any:
+    """`Trainer`'s default `models_fn`: the fitted ensemble's models as they are."""
+    del key
+    return dynamics.model_params(ens)
+
+
+class IterationKeys(NamedTuple):
+    """The five keys one iteration splits its state's key into (in this order)."""
+
+    next: jax.Array  # the next state's key
+    fit: jax.Array
+    models: jax.Array
+    collect: jax.Array
+    eval: jax.Array
+
+
+class Learned(NamedTuple):
+    """What an iteration's compiled half produced: the fitted ensemble and its `FitInfo`
+    (host arrays), the meta state, the [T] post-update params of the last meta step and the
+    meta steps' diagnostics (host arrays, stacked over steps)."""
+
+    ensemble: dynamics.EnsembleState
+    fit_info: Any
+    meta: maml.MetaState
+    post_params: Any
+    diags: Any
+
+
 @functools.cache
 def _compiled_meta_train(meta_cfg: maml.MetaConfig, task: TaskSpec, dynamics_fn, mesh):
     # Cached on the (hashable, frozen) configs: Trainers of one configuration in one
@@ -194,7 +225,7 @@ class Trainer:
         self.cfg = cfg
         self.task: TaskSpec = task if task is not None else get_task(cfg.env, horizon=cfg.horizon)
         self.dynamics_fn = dynamics_fn
-        self.models_fn = models_fn or (lambda ens, key: dynamics.model_params(ens))
+        self.models_fn = models_fn or default_models
         self.ens_cfg = config_lib.ensemble_config(cfg)
         self.meta_cfg = config_lib.meta_config(cfg)
         t = self.meta_cfg.meta_batch_size
@@ -300,11 +331,11 @@ class Trainer:
         progress reporting, or fault injection in the reliability tests.
         """
         on_phase = on_phase or (lambda name: None)
-        key, k_fit, k_models, k_collect, k_eval = jax.random.split(state.key, 5)
+        keys = IterationKeys(*jax.random.split(state.key, 5))
         times = {}
 
         start = time.perf_counter()
-        ens, fit_info = dynamics.fit(state.ensemble, state.buffer, k_fit, self.ens_cfg)
+        ens, fit_info = dynamics.fit(state.ensemble, state.buffer, keys.fit, self.ens_cfg)
         fit_info = jax.device_get(fit_info)
         if not _all_finite(ens.params):
             raise NonFiniteError("dynamics fit produced non-finite model parameters")
@@ -316,7 +347,7 @@ class Trainer:
         # state) and later calls (state returned by this jit) see the same shardings and
         # nothing recompiles.
         replicate = lambda tree: jax.device_put(tree, self._replicated)
-        models = replicate(self.models_fn(ens, k_models))
+        models = replicate(self.models_fn(ens, keys.models))
         if self.meta_cfg.start_from == "buffer":
             meta, post_params, diags = self._meta_train(
                 replicate(state.meta), models, *replicate((state.buffer.obs, state.buffer.count))
@@ -328,7 +359,23 @@ class Trainer:
         if not _all_finite(meta.params):  # the meta step rejects such steps; belt and braces
             raise NonFiniteError("meta step produced non-finite policy parameters")
         on_phase("meta")
+        learned = Learned(ens, fit_info, meta, post_params, diags)
+        return self.collect_and_evaluate(state, learned, keys, times, on_phase)
 
+    def collect_and_evaluate(
+        self,
+        state: TrainState,
+        learned: Learned,
+        keys: IterationKeys,
+        times: dict[str, float],
+        on_phase: Callable[[str], None] | None = None,
+    ) -> tuple[TrainState, dict[str, float]]:
+        """The iteration's real-data half: collect with `learned.post_params`, evaluate
+        `learned.meta.params`, the next state and the metrics row (`times` gives the fit
+        and meta phases' seconds). `iteration` and `seeds.SeedsTrainer` share it."""
+        on_phase = on_phase or (lambda name: None)
+        ens, fit_info, meta, post_params, diags = learned
+        key, k_collect, k_eval = keys.next, keys.collect, keys.eval
         start = time.perf_counter()
         collected = self.collector.collect(
             act_per_env, post_params, k_collect, self.steps_per_iteration

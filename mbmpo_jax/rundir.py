@@ -46,6 +46,7 @@ __all__ = [
     "is_empty",
     "resume_config",
     "train",
+    "train_seeds",
 ]
 
 # Fields that do not shape the run's state: a resumed run may change them (e.g. extend it,
@@ -256,53 +257,167 @@ def train(
     """
     on_phase = on_phase or (lambda iteration, phase: None)
     primary = jax.process_index() == 0 if primary is None else primary
-    os.makedirs(run_dir, exist_ok=True)
-    lock = _lock(run_dir) if primary else None
+    run = _OpenRun(cfg, run_dir, resume, primary)
     try:
-        cfg_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(cfg_path):
-            resume = False  # e.g. a seed of a multi-seed run that had not begun
-        elif primary and not resume and not is_empty(run_dir):
-            raise RunDirError(f"{run_dir} exists and is not empty: resume it, or use another")
-        text = config_lib.to_json(cfg)
-        if primary and (not resume or open(cfg_path).read() != text):
-            _write_atomic(cfg_path, text)
-        original = os.path.join(run_dir, _ORIGINAL_CONFIG)
-        if primary and (not resume or not os.path.exists(original)):
-            _write_atomic(original, text)
-        new_writer = lambda purge_step: (
-            metrics_lib.MetricsWriter(run_dir, purge_step=purge_step) if primary else _NoMetrics()
-        )
-
         trainer = trainer or mbmpo.Trainer(cfg)
-        ckpt = ckpt_lib.Checkpointer(run_dir, keep=cfg.checkpoint_keep)
         key = jax.random.PRNGKey(cfg.seed)
-        start = time.perf_counter()
-        state = _restore(trainer, ckpt, run_dir, key, log) if resume else None
-        if state is None:
-            writer = new_writer(0)
-            writer.truncate(-1)
-            state = trainer.init(key)
-            ckpt.save(0, state)
-            log(
-                f"[{run_dir}] warm-up: {int(state.n_timesteps):,} uniform-random real steps "
-                f"({time.perf_counter() - start:.1f}s)"
-            )
-            on_phase(0, "warmup")
-        else:
-            writer = new_writer(int(state.n_timesteps) + 1)
-            writer.truncate(int(state.iteration))
+        state = run.start(trainer, key, log, on_phase)
         while int(state.iteration) < trainer.num_iterations and not should_stop():
             it = int(state.iteration) + 1
             state, metrics = trainer.iteration(state, functools.partial(on_phase, it))
-            writer.write(metrics)
-            on_phase(it, "write")
-            ckpt.save(it, state)
+            run.record(it, state, metrics, on_phase)
             if on_iteration is not None:
                 on_iteration(state, metrics)
-        writer.close()
-        ckpt.close()
+        run.finish()
     finally:
-        if lock is not None:
-            os.close(lock)
+        run.release()
     return state, int(state.iteration) >= trainer.num_iterations
+
+
+class _OpenRun:
+    """One run directory opened for training: its lock, config files, metrics writer and
+    checkpointer (``train`` uses one, ``train_seeds`` one per seed)."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, run_dir: str, resume: bool, primary: bool):
+        self.cfg, self.run_dir, self.primary = cfg, run_dir, primary
+        os.makedirs(run_dir, exist_ok=True)
+        self.lock = _lock(run_dir) if primary else None
+        try:
+            cfg_path = os.path.join(run_dir, "config.json")
+            if not os.path.exists(cfg_path):
+                resume = False  # e.g. a seed of a multi-seed run that had not begun
+            elif primary and not resume and not is_empty(run_dir):
+                raise RunDirError(f"{run_dir} exists and is not empty: resume it, or use another")
+            text = config_lib.to_json(cfg)
+            if primary and (not resume or open(cfg_path).read() != text):
+                _write_atomic(cfg_path, text)
+            original = os.path.join(run_dir, _ORIGINAL_CONFIG)
+            if primary and (not resume or not os.path.exists(original)):
+                _write_atomic(original, text)
+            self.resume = resume
+            self.ckpt = ckpt_lib.Checkpointer(run_dir, keep=cfg.checkpoint_keep)
+        except BaseException:
+            self.release()
+            raise
+        self.writer: Any = None
+
+    def _new_writer(self, purge_step: int) -> Any:
+        if not self.primary:
+            return _NoMetrics()
+        return metrics_lib.MetricsWriter(self.run_dir, purge_step=purge_step)
+
+    def start(self, trainer, key, log, on_phase) -> mbmpo.TrainState:
+        """The state to continue from: the newest usable checkpoint, or the warm-up."""
+        start = time.perf_counter()
+        state = _restore(trainer, self.ckpt, self.run_dir, key, log) if self.resume else None
+        if state is None:
+            self.writer = self._new_writer(0)
+            self.writer.truncate(-1)
+            state = trainer.init(key)
+            self.ckpt.save(0, state)
+            log(
+                f"[{self.run_dir}] warm-up: {int(state.n_timesteps):,} uniform-random real "
+                f"steps ({time.perf_counter() - start:.1f}s)"
+            )
+            on_phase(0, "warmup")
+        else:
+            self.writer = self._new_writer(int(state.n_timesteps) + 1)
+            self.writer.truncate(int(state.iteration))
+        return state
+
+    def record(self, it: int, state, metrics, on_phase) -> None:
+        """Iteration ``it``'s metrics row, then its checkpoint."""
+        self.writer.write(metrics)
+        on_phase(it, "write")
+        self.ckpt.save(it, state)
+
+    def finish(self) -> None:
+        self.writer.close()
+        self.ckpt.close()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
+
+
+def train_seeds(
+    cfgs: Sequence[ml_collections.ConfigDict],
+    run_dirs: Sequence[str],
+    *,
+    resume: bool = False,
+    trainer: mbmpo.Trainer | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_iteration: Callable[[int, mbmpo.TrainState, dict[str, float]], None] | None = None,
+    on_phase: Callable[[int, str], None] | None = None,
+    log: Callable[[str], None] = _print,
+    primary: bool | None = None,
+) -> tuple[list[mbmpo.TrainState], bool]:
+    """``train`` for N seeds at once: one run directory per seed, one program for all.
+
+    ``cfgs[s]`` is seed s's config (equal apart from ``seed``), ``run_dirs[s]`` its run
+    directory, as ``train`` writes it (config.json, metrics.csv, a checkpoint per
+    iteration); the iterations run as one ``seeds.SeedsTrainer`` program. On resume, seeds
+    whose checkpoints are behind the others (a stop between two seeds' saves) are first
+    brought level with single-seed iterations. ``on_iteration(s, state, metrics)`` runs per
+    seed after its checkpoint; the other arguments are ``train``'s.
+
+    Returns:
+      ``(states, finished)``: every seed's last checkpointed state, and whether all reached
+      ``config.iterations_of``.
+
+    Transforms: host-side Python (not for jit/vmap/grad).
+    """
+    from mbmpo_jax import seeds as seeds_lib  # imports mbmpo; kept out of rundir's import
+
+    n = len(cfgs)
+    if n != len(run_dirs) or n < 1:
+        raise ValueError(f"train_seeds: {n} configs for {len(run_dirs)} run directories")
+    strip = lambda c: config_lib.to_json(_with_seed(c, 0))
+    if any(strip(c) != strip(cfgs[0]) for c in cfgs):
+        raise RunDirError("train_seeds: the seeds' configs differ in more than their seed")
+    on_phase = on_phase or (lambda iteration, phase: None)
+    primary = jax.process_index() == 0 if primary is None else primary
+    runs: list[_OpenRun] = []
+    try:
+        for c, d in zip(cfgs, run_dirs, strict=True):
+            runs.append(_OpenRun(c, d, resume, primary))
+        trainer = trainer or mbmpo.Trainer(cfgs[0])
+        keys = [jax.random.PRNGKey(c.seed) for c in cfgs]
+        states = [r.start(trainer, k, log, on_phase) for r, k in zip(runs, keys, strict=True)]
+        total = trainer.num_iterations
+
+        def record(s: int, it: int, state, metrics) -> None:
+            runs[s].record(it, state, metrics, on_phase)
+            if on_iteration is not None:
+                on_iteration(s, state, metrics)
+
+        # Level the seeds (a stop between two seeds' checkpoints), one seed at a time.
+        level = min(max(int(st.iteration) for st in states), total)
+        for s in range(n):
+            while int(states[s].iteration) < level and not should_stop():
+                it = int(states[s].iteration) + 1
+                states[s], metrics = trainer.iteration(states[s], functools.partial(on_phase, it))
+                record(s, it, states[s], metrics)
+        if all(int(st.iteration) == level for st in states):
+            program = seeds_lib.SeedsTrainer(cfgs[0], n, trainer)
+            stacked = seeds_lib.stack(states)
+            it = level
+            while it < total and not should_stop():
+                it += 1
+                stacked, rows = program.iteration(stacked, functools.partial(on_phase, it))
+                states = seeds_lib.unstack(stacked, n)
+                for s in range(n):
+                    record(s, it, states[s], rows[s])
+        for r in runs:
+            r.finish()
+    finally:
+        for r in runs:
+            r.release()
+    return states, all(int(st.iteration) >= total for st in states)
+
+
+def _with_seed(cfg: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    c = config_lib.from_json(config_lib.to_json(cfg))
+    c.seed = seed
+    return c

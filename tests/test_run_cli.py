@@ -212,8 +212,8 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     fault hook): exit 130 with the resume command; that command continues seed 0 and starts
     seed 1, which had not begun. (A real SIGINT is sent in the next test.)"""
     base = str(tmp_path / "c")
-    args = [*SMOKE[:-1], "--config.num_iterations=2", "--num_seeds=2", f"--logdir={base}"]
-    r = run_cli(args, dict(env, MBMPO_FAULT_INJECT="sigterm:0:warmup"))
+    args = [*SMOKE[:-1], "--config.num_iterations=2", "--num_seeds=2", "--novmap_seeds"]
+    r = run_cli([*args, f"--logdir={base}"], dict(env, MBMPO_FAULT_INJECT="sigterm:0:warmup"))
     assert r.returncode == 130, r.stderr[-2000:]
     resume = f"--logdir={base} --resume --seed=0 --num_seeds=2"
     assert resume in r.stderr and "Traceback" not in r.stderr
@@ -221,7 +221,9 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     assert not os.path.exists(os.path.join(base, "seed1"))
 
     # The ensemble's precision is a resumable change (parameters stay float32).
-    r = run_cli([*resume.split(), "--config.ensemble.compute_dtype=bfloat16"], env)
+    r = run_cli(
+        [*resume.split(), "--novmap_seeds", "--config.ensemble.compute_dtype=bfloat16"], env
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed at iteration 0" in r.stdout
     for seed in ("seed0", "seed1"):
@@ -231,6 +233,26 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     assert json.load(open(os.path.join(base, "seed1", "config.json")))["seed"] == 1
     original = json.load(open(os.path.join(base, "seed0", ".run_config.json")))
     assert original["ensemble"]["compute_dtype"] == "float32"  # what the run began with
+
+
+def test_seeds_in_one_program_stop_and_resume(tmp_path, env):
+    """--num_seeds=2 (one program, the default): SIGTERM after iteration 1's first metrics
+    row stops after both seeds' checkpoints of iteration 1; the printed command finishes
+    both seeds, each in its own run directory with rows 1 and 2."""
+    base = str(tmp_path / "v")
+    args = [*SMOKE[:-1], "--config.num_iterations=2", "--num_seeds=2", "--seed=3"]
+    r = run_cli([*args, f"--logdir={base}"], dict(env, MBMPO_FAULT_INJECT="sigterm:1:write"))
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "stopped safely at iterations 1, 1" in r.stderr and "Traceback" not in r.stderr
+    resume = f"--logdir={base} --resume --seed=3 --num_seeds=2"
+    assert resume in r.stderr
+    r = run_cli(resume.split(), env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[seed 4] it   2/2" in r.stdout and "2 seeds in" in r.stdout
+    for seed in (3, 4):
+        d = os.path.join(base, f"seed{seed}")
+        assert [row["iteration"] for row in read_rows(d)] == ["1.0", "2.0"]
+        assert json.load(open(os.path.join(d, "config.json")))["seed"] == seed
 
 
 def test_sigint_during_compile_then_again_exits_at_once_in_one_line(tmp_path, env):
