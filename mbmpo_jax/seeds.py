@@ -109,13 +109,18 @@ class SeedsTrainer:
         on_phase("fit")
 
         start = time.perf_counter()
-        models = self._models(ens, keys.models)
+        # Replicated on the task mesh every time, as `Trainer` does: the first call (fresh
+        # states) and later ones (states from this program) see the same shardings.
+        replicate = lambda tree: jax.device_put(tree, tr._replicated)
+        models = replicate(self._models(ens, keys.models))
         if tr.meta_cfg.start_from == "buffer":
             meta, post_params, diags = self._meta_train(
-                states.meta, models, states.buffer.obs, states.buffer.count
+                replicate(states.meta),
+                models,
+                *replicate((states.buffer.obs, states.buffer.count)),
             )
         else:
-            meta, post_params, diags = self._meta_train(states.meta, models)
+            meta, post_params, diags = self._meta_train(replicate(states.meta), models)
         diags = jax.device_get(diags)
         meta_time = time.perf_counter() - start
         if not mbmpo_lib._all_finite(meta.params):

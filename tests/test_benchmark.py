@@ -94,6 +94,9 @@ def test_bench_meta_breakdown_adds_up():
         ("experiments.bench_ensemble", ["--transitions=1e3"], "--transitions=1e3"),
         ("experiments.bench_ensemble", ["--capacity=10"], "--capacity=10 must be >="),
         ("experiments.bench_ensemble", ["--bogus"], "Unknown command line flag"),
+        ("experiments.bench_seeds", ["--num_seeds=1,0"], "--num_seeds values must be >= 1"),
+        ("experiments.bench_seeds", ["--num_seeds=two"], "--num_seeds must be integers"),
+        ("experiments.bench_seeds", ["--env=cartpole"], "unknown env 'cartpole'"),
     ],
 )
 def test_bench_cli_bad_input(module, args, message):

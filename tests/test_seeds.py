@@ -51,6 +51,10 @@ def test_seeds_trainer_equals_separate_runs(trainer):
     for _ in range(2):
         states, r = program.iteration(states)
         rows.append(r)
+        if len(rows) == 1:
+            compiled = (program._fit._cache_size(), program._meta_train._cache_size())
+    # The second iteration (states from the program itself) compiled nothing new.
+    assert (program._fit._cache_size(), program._meta_train._cache_size()) == compiled
     for s, key in enumerate(keys):
         state = trainer.init(key)
         for it in range(2):
