@@ -343,17 +343,8 @@ class Trainer:
         on_phase("fit")
 
         start = time.perf_counter()
-        # Inputs are placed replicated on the mesh every time, so the first call (fresh
-        # state) and later calls (state returned by this jit) see the same shardings and
-        # nothing recompiles.
-        replicate = lambda tree: jax.device_put(tree, self._replicated)
-        models = replicate(self.models_fn(ens, keys.models))
-        if self.meta_cfg.start_from == "buffer":
-            meta, post_params, diags = self._meta_train(
-                replicate(state.meta), models, *replicate((state.buffer.obs, state.buffer.count))
-            )
-        else:
-            meta, post_params, diags = self._meta_train(replicate(state.meta), models)
+        models = self.models_fn(ens, keys.models)
+        meta, post_params, diags = self._meta_train(*self.meta_args(state, models))
         diags = jax.device_get(diags)
         times["meta"] = time.perf_counter() - start
         if not _all_finite(meta.params):  # the meta step rejects such steps; belt and braces
@@ -361,6 +352,16 @@ class Trainer:
         on_phase("meta")
         learned = Learned(ens, fit_info, meta, post_params, diags)
         return self.collect_and_evaluate(state, learned, keys, times, on_phase)
+
+    def meta_args(self, state: TrainState, models: Any) -> tuple[Any, ...]:
+        """The meta phase's arguments `(meta, models[, start obs, start count])`, placed
+        replicated on the task mesh (also for `[N]`-stacked seeds' states). Placed every
+        time, so the first call (fresh state) and later ones (states from the compiled
+        phase) see the same shardings and nothing recompiles."""
+        args: tuple[Any, ...] = (state.meta, models)
+        if self.meta_cfg.start_from == "buffer":
+            args += (state.buffer.obs, state.buffer.count)
+        return jax.device_put(args, self._replicated)
 
     def collect_and_evaluate(
         self,

@@ -109,18 +109,8 @@ class SeedsTrainer:
         on_phase("fit")
 
         start = time.perf_counter()
-        # Replicated on the task mesh every time, as `Trainer` does: the first call (fresh
-        # states) and later ones (states from this program) see the same shardings.
-        replicate = lambda tree: jax.device_put(tree, tr._replicated)
-        models = replicate(self._models(ens, keys.models))
-        if tr.meta_cfg.start_from == "buffer":
-            meta, post_params, diags = self._meta_train(
-                replicate(states.meta),
-                models,
-                *replicate((states.buffer.obs, states.buffer.count)),
-            )
-        else:
-            meta, post_params, diags = self._meta_train(replicate(states.meta), models)
+        models = self._models(ens, keys.models)
+        meta, post_params, diags = self._meta_train(*tr.meta_args(states, models))
         diags = jax.device_get(diags)
         meta_time = time.perf_counter() - start
         if not mbmpo_lib._all_finite(meta.params):
