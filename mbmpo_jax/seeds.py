@@ -101,7 +101,7 @@ class SeedsTrainer:
             buffer_lib.check_finite(
                 states.buffer.obs[s], states.buffer.act[s], states.buffer.next_obs[s], counts[s]
             )
-        ens, fit_info = self._fit(states.ensemble, states.buffer, keys.fit)
+        ens, fit_info = self._fit(states.ensemble, states.buffer, keys.fit, counts.max())
         fit_info = jax.device_get(fit_info)
         if not mbmpo_lib._all_finite(ens.params):
             raise mbmpo_lib.NonFiniteError("dynamics fit produced non-finite model parameters")
@@ -134,7 +134,11 @@ class SeedsTrainer:
 # SeedsTrainer of one configuration in a process shares one compilation.
 @functools.cache
 def _vmapped_fit(ens_cfg: dynamics.EnsembleConfig):
-    return jax.jit(jax.vmap(functools.partial(dynamics.fit_unchecked, cfg=ens_cfg)))
+    def fit(ens, buf, key, sort_count):
+        return dynamics.fit_unchecked(ens, buf, key, ens_cfg, sort_count)
+
+    # The largest count, unbatched: the shuffles' sort-size switch stays a switch.
+    return jax.jit(jax.vmap(fit, in_axes=(0, 0, 0, None)))
 
 
 @functools.cache

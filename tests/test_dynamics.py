@@ -398,3 +398,17 @@ def test_nonfinite_data_raises_before_training(field, monkeypatch):
         dynamics.fit(state, buf, jax.random.key(1))
     with pytest.raises(ValueError, match="at least 2 transitions"):
         dynamics.fit(state, buffer.init(8, OBS_DIM, ACT_DIM), jax.random.key(1))
+
+
+def test_epoch_rows_do_not_depend_on_the_sort_prefix():
+    """`sort_count` (a vmap over seeds passes the largest count) picks a longer sorted
+    prefix; the rows are the same as with the buffer's own count, for every prefix size."""
+    capacity = 20_000  # sort sizes 2048, 2500, 5000, 10000, 20000
+    count, n_val = 2_300, 460
+    perm = fitting._split_permutation(jax.random.PRNGKey(0), jnp.asarray(count), capacity)
+    rows = jax.jit(fitting._epoch_train_rows)
+    key = jax.random.PRNGKey(1)
+    want = np.asarray(rows(key, perm, n_val, count))
+    assert sorted(want[: count - n_val]) == sorted(np.asarray(perm)[n_val:count])
+    for sort_count in (count, 2_500, 4_000, 9_000, capacity):
+        np.testing.assert_array_equal(rows(key, perm, n_val, count, sort_count), want)

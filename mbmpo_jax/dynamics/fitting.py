@@ -79,7 +79,11 @@ def _sort_sizes(capacity: int, smallest: int = 2048, halvings: int = 4) -> tuple
 
 
 def _epoch_train_rows(
-    key: jax.Array, perm: jax.Array, n_val: jax.Array, count: jax.Array
+    key: jax.Array,
+    perm: jax.Array,
+    n_val: jax.Array,
+    count: jax.Array,
+    sort_count: jax.Array | None = None,
 ) -> jax.Array:
     """``[C]`` row indices: this epoch's shuffle of the training rows first, then the rest.
 
@@ -90,6 +94,10 @@ def _epoch_train_rows(
     100k-element sort per model per epoch even when only 5k rows hold data (about 10% of
     such an epoch on CPU), so the sort runs over the shortest of a few static prefix
     lengths that covers ``count``, picked by ``lax.switch``: still one compilation.
+    ``sort_count >= count`` (default ``count``) picks the prefix instead: the rows are the
+    same for any prefix that covers ``count`` (a stable sort; the rows after ``count``
+    keep their order). Under a ``vmap`` over buffers (seeds), pass the largest count
+    unbatched, so that the switch stays a switch instead of computing every branch.
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
@@ -106,7 +114,7 @@ def _epoch_train_rows(
         return branch
 
     sizes = _sort_sizes(capacity)
-    which = jnp.searchsorted(jnp.asarray(sizes), count)  # first size >= count
+    which = jnp.searchsorted(jnp.asarray(sizes), count if sort_count is None else sort_count)
     return jax.lax.switch(which, [shuffle_prefix(size) for size in sizes], u)
 
 
@@ -140,6 +148,7 @@ def _fit_with_keys(
     buf: buffer_lib.Buffer,
     model_keys: jax.Array,
     cfg: EnsembleConfig,
+    sort_count: jax.Array | None = None,
 ) -> tuple[EnsembleState, FitInfo]:
     """``fit`` with explicit per-model keys ``[K]`` (no NaN check; jittable, pure).
 
@@ -156,6 +165,8 @@ def _fit_with_keys(
       buf: buffer with ``count >= 2`` valid rows (not checked under jit).
       model_keys: ``[K]`` PRNG keys.
       cfg: hyperparameters for this fit (static).
+      sort_count: see ``_epoch_train_rows`` (a vmap over buffers passes their largest
+        count); the result does not depend on it.
 
     Returns:
       ``(new_state, FitInfo)``; ``new_state.cfg`` is ``cfg``.
@@ -240,8 +251,8 @@ def _fit_with_keys(
 
     def body(c: _EpochCarry) -> _EpochCarry:
         epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(shuffle_keys, c.epoch)
-        rows = jax.vmap(_epoch_train_rows, in_axes=(0, 0, None, None))(
-            epoch_keys, perms, n_val, count
+        rows = jax.vmap(_epoch_train_rows, in_axes=(0, 0, None, None, None))(
+            epoch_keys, perms, n_val, count, sort_count
         )
         params, opt_state, train_loss = train_epoch(
             c.params, c.opt_state, _pad_to_multiple(rows, batch), c.active
@@ -287,10 +298,19 @@ def _fit_with_keys(
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def fit_unchecked(
-    state: EnsembleState, buf: buffer_lib.Buffer, key: jax.Array, cfg: EnsembleConfig
+    state: EnsembleState,
+    buf: buffer_lib.Buffer,
+    key: jax.Array,
+    cfg: EnsembleConfig,
+    sort_count: jax.Array | None = None,
 ) -> tuple[EnsembleState, FitInfo]:
-    """``fit`` without the host-side data checks, for use inside a larger jit."""
-    return _fit_with_keys(state, buf, jax.random.split(key, cfg.num_models), cfg)
+    """``fit`` without the host-side data checks, for use inside a larger jit.
+
+    Under a ``vmap`` over buffers, pass their largest ``count`` as ``sort_count``
+    (unbatched): the result is the same, and the epochs' shuffles sort only as many rows
+    as the fullest buffer holds (``_epoch_train_rows``).
+    """
+    return _fit_with_keys(state, buf, jax.random.split(key, cfg.num_models), cfg, sort_count)
 
 
 def fit(
