@@ -128,7 +128,9 @@ def act_per_env(params_t, key, obs):
 
 
 def executor_of(name: str) -> ExecutorFactory:
-    """The executor factory a run config names (`config.EXECUTORS`)."""
+    """The executor factory a run config names (`config.EXECUTORS`).
+
+    Transforms: host-side Python (not for jit/vmap/grad)."""
     if name == "native":
         return native.NativeExecutor
     if name == "mjx":
@@ -139,7 +141,9 @@ def executor_of(name: str) -> ExecutorFactory:
 
 
 def default_models(ens: dynamics.EnsembleState, key: jax.Array) -> Any:
-    """`Trainer`'s default `models_fn`: the fitted ensemble's models as they are."""
+    """`Trainer`'s default `models_fn`: the fitted ensemble's models as they are.
+
+    Pure JAX (`seeds.SeedsTrainer` traces it under vmap)."""
     del key
     return dynamics.model_params(ens)
 

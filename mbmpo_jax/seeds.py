@@ -37,12 +37,12 @@ __all__ = ["SeedsTrainer", "stack", "unstack"]
 
 
 def stack(trees: Sequence[Any]) -> Any:
-    """The pytrees `trees` (same structure) stacked on a new leading axis."""
+    """The pytrees `trees` (same structure) stacked on a new leading axis (pure JAX)."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def unstack(tree: Any, n: int) -> list[Any]:
-    """The inverse of `stack`: `n` pytrees, the slices of the leading axis."""
+    """The inverse of `stack`: `n` pytrees, the slices of the leading axis (pure)."""
     return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
 
 

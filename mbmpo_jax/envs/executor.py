@@ -32,7 +32,6 @@ The contract, for an executor of N environments of `task`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -63,5 +62,8 @@ class Executor(Protocol):
     ) -> Collection: ...
 
 
-# (task, num_envs) -> Executor; the classes themselves are factories.
-ExecutorFactory = Callable[[TaskSpec, int], Executor]
+class ExecutorFactory(Protocol):
+    """`(task, num_envs) -> Executor`: what `mbmpo.Trainer(executor=...)` takes; the
+    executor classes themselves (`native.NativeExecutor`, `mjx_env.MjxExecutor`) are ones."""
+
+    def __call__(self, task: TaskSpec, num_envs: int) -> Executor: ...

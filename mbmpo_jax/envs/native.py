@@ -407,7 +407,9 @@ class NativeExecutor:
 def complete_episodes(reward, done, first, mask, horizon):
     """Returns and lengths of the episodes that ended (done or `horizon` steps), host-side.
 
-    `reward`, `done`, `first`, `mask` are `[N, S]` as in `Collection`; see its fields."""
+    `reward`, `done`, `first`, `mask` are `[N, S]` as in `Collection`; see its fields.
+
+    Transforms: host-side numpy (not for jit/vmap/grad)."""
     returns, lengths = [], []
     for i in range(reward.shape[0]):
         ret, length = 0.0, 0
