@@ -7,6 +7,7 @@ a minute on two CPU cores.
 
 import dataclasses
 import functools
+import math
 
 import chex
 import jax
@@ -189,6 +190,10 @@ def test_config_validation():
         dynamics.EnsembleConfig(activation="sigmoidish")
     with pytest.raises(ValueError):
         dynamics.EnsembleConfig(valid_split=1.0)
+    with pytest.raises(ValueError, match="patience"):
+        dynamics.EnsembleConfig(patience=-1)
+    with pytest.raises(ValueError, match="min_improvement"):
+        dynamics.EnsembleConfig(min_improvement=1.0)
     assert dynamics.EnsembleConfig(hidden=[8, 8]).hidden == (8, 8)  # hashable for jit
     cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,))
     state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, cfg)
@@ -239,6 +244,7 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
 
     opt_state = optax.adam(cfg.learning_rate).init(layers)
     avg = prev = None
+    best, waited = math.inf, 0  # the patience rule (off when cfg.patience == 0)
     for epoch in range(cfg.max_epochs):
         rows = all_rows[epoch]
         assert sorted(rows) == sorted(perm[n_val:count])
@@ -253,29 +259,38 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
         if avg is None:
             avg, prev = 1.5 * v, 2.0 * v
         avg = cfg.persistency * avg + (1 - cfg.persistency) * v
-        if prev < avg:
+        if v < best * (1 - cfg.min_improvement):
+            best, waited = v, 0
+        else:
+            waited += 1
+        if prev < avg or (cfg.patience and waited >= cfg.patience):
             break
         prev = avg
     return layers, epoch + 1, total / n_train, v
 
 
-def test_fit_matches_python_loop_reference():
+@pytest.mark.parametrize("rule", ["persistency", "patience"])
+def test_fit_matches_python_loop_reference(rule):
     """Masked fixed-shape minibatches, traced trip counts and the while-loop early
-    stopping equal a plain loop over exactly-sliced batches (count not a multiple of
-    the batch size, capacity larger than count). Tolerance: 2e-5 on parameters."""
+    stopping (the paper's moving-average rule, or the patience rule with the paper's
+    rule kept from firing) equal a plain loop over exactly-sliced batches (count not a
+    multiple of the batch size, capacity larger than count). Tolerance: 2e-5 on
+    parameters."""
     rng = np.random.default_rng(7)
     count, capacity = 237, 300
     obs, act = _random_inputs(rng, count)
     nxt = obs + rng.normal(size=obs.shape).astype(np.float32)  # noise: stops early
     buf = _fill(capacity, obs, act, nxt)
-    # Low persistency so that early stopping fires within a few epochs.
+    # Low persistency so that early stopping fires within a few epochs; or the paper's
+    # persistency (which does not fire within 12 epochs) and a patience of 2.
+    stopping = dict(persistency=0.3) if rule == "persistency" else dict(patience=2)
     cfg = dynamics.EnsembleConfig(
         num_models=2,
         hidden=(16, 16),
         batch_size=50,
         max_epochs=12,
-        persistency=0.3,
         weight_norm=False,  # the loop reference has plain layers
+        **stopping,
     )
     state = dynamics.init(jax.random.key(8), OBS_DIM, ACT_DIM, cfg)
     keys = jax.random.split(jax.random.key(9), 2)
@@ -297,6 +312,11 @@ def test_fit_matches_python_loop_reference():
         np.testing.assert_allclose(info.train_loss[k], train_loss, rtol=1e-4)
         np.testing.assert_allclose(info.valid_loss[k], valid_loss, rtol=1e-4)
     assert int(info.epochs.min()) < cfg.max_epochs  # the stopping rule was exercised
+    if rule == "patience":  # and it was the patience rule that stopped the fit
+        _, no_patience = fitting._fit_with_keys(
+            state, buf, keys, dataclasses.replace(cfg, patience=0)
+        )
+        assert np.all(np.asarray(no_patience.epochs) == cfg.max_epochs), no_patience
 
 
 def test_ensemble_fit_equals_separate_single_model_fits():

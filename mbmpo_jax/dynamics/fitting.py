@@ -4,7 +4,10 @@ At every fit the normaliser is recomputed from the buffer's valid data, each mod
 its own 80/20 train/valid split and reshuffles its training rows every epoch, Adam(1e-3)
 runs on minibatches of 500 for at most 500 epochs, and each model stops on its own when a
 moving average of its validation loss (persistency 0.99, started at 1.5x the first
-validation loss) rises. Parameters are warm-started from the previous fit.
+validation loss) rises. Parameters are warm-started from the previous fit. Optionally
+(``EnsembleConfig.patience > 0``, not the paper's) a model also stops after ``patience``
+epochs without a relative improvement of ``min_improvement`` over its best validation
+loss of this fit.
 
 The whole fit is one jit: ``lax.while_loop`` over epochs (ends when every model has
 stopped or at ``max_epochs``), a ``fori_loop`` over minibatches whose trip count is
@@ -136,6 +139,8 @@ class _EpochCarry(NamedTuple):
     active: jax.Array  # [K] bool, still training
     avg: jax.Array  # [K] moving average of the validation loss
     prev_avg: jax.Array  # [K] its value one epoch earlier
+    best: jax.Array  # [K] lowest validation loss of this fit (patience rule)
+    since_best: jax.Array  # [K] int32 epochs since the last improvement on `best`
     epochs: jax.Array  # [K] int32
     train_loss: jax.Array  # [K]
     valid_loss: jax.Array  # [K]
@@ -266,12 +271,19 @@ def _fit_with_keys(
         avg = jnp.where(first, 1.5 * v, c.avg)
         avg = cfg.persistency * avg + (1.0 - cfg.persistency) * v
         trained = c.active
+        # Patience: an improvement beats the best by more than `min_improvement` of it.
+        improved = first | (v < (1.0 - cfg.min_improvement) * c.best)
+        best = jnp.where(improved, v, c.best)
+        since_best = jnp.where(improved, 0, c.since_best + 1)
+        patient = (cfg.patience == 0) | (since_best < cfg.patience)
         return _EpochCarry(
             params=params,
             opt_state=opt_state,
-            active=trained & ~(prev_avg < avg),
+            active=trained & ~(prev_avg < avg) & patient,
             avg=avg,
             prev_avg=avg,
+            best=jnp.where(trained, best, c.best),
+            since_best=jnp.where(trained, since_best, c.since_best),
             epochs=c.epochs + trained.astype(jnp.int32),
             train_loss=jnp.where(trained, train_loss, c.train_loss),
             valid_loss=jnp.where(trained, v, c.valid_loss),
@@ -286,6 +298,8 @@ def _fit_with_keys(
         active=jnp.ones((k,), bool),
         avg=nan,
         prev_avg=nan,
+        best=nan,
+        since_best=jnp.zeros((k,), jnp.int32),
         epochs=jnp.zeros((k,), jnp.int32),
         train_loss=nan,
         valid_loss=nan,

@@ -61,6 +61,13 @@ class EnsembleConfig:
     max_epochs: int = 500
     valid_split: float = 0.2
     persistency: float = 0.99
+    # Patience (not the paper's rule; 0 turns it off): a model also stops once its
+    # validation loss has gone `patience` epochs without beating its best of this fit by
+    # more than the fraction `min_improvement` (the rule of MBPO, Janner et al. 2019, per
+    # model). With warm-started models on a large buffer the paper's rule rarely fires
+    # before the epoch cap; this one ends a fit once the models stop improving.
+    patience: int = 0
+    min_improvement: float = 0.01
     obs_clip: float = 1000.0
     # "bfloat16": the hidden-to-hidden matmuls (forward and both backward products) take
     # bfloat16 operands and accumulate in full precision; parameters, Adam, the
@@ -81,6 +88,10 @@ class EnsembleConfig:
             raise ValueError(f"valid_split must be in (0, 1), got {self.valid_split}")
         if self.batch_size < 1 or self.max_epochs < 0:
             raise ValueError("batch_size must be >= 1 and max_epochs >= 0")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0: off), got {self.patience}")
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise ValueError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
 
 
 @struct.dataclass
