@@ -364,8 +364,21 @@ def to_json(cfg: ml_collections.ConfigDict) -> str:
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
 
 
+# Fields added after runs were written, with the value that reproduces what the code did
+# before they existed. A config.json without one of them (a run begun before the field)
+# gets this value, not the preset's current default, so that resuming it stays the run.
+_BEFORE_FIELD = {
+    ("ensemble", "compute_dtype"): "float32",
+    ("ensemble", "patience"): 0,
+}
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
-    """Inverse of `to_json` (lists back to tuples where the defaults have tuples)."""
+    """Inverse of `to_json` (lists back to tuples where the defaults have tuples).
+
+    A field missing from ``text`` takes the preset's value, except the fields added since
+    runs were first written, which take the value that reproduces the older code.
+    """
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
@@ -400,5 +413,9 @@ def from_json(text: str) -> ml_collections.ConfigDict:
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"config.json: {prefix}{key}: {e}") from None
 
+    for (section, key), before in _BEFORE_FIELD.items():
+        given = raw.get(section)
+        if not isinstance(given, dict) or key not in given:
+            cfg[section][key] = before
     fill(cfg, raw, "")
     return cfg

@@ -75,6 +75,20 @@ def test_from_json_refuses_malformed(text, message):
         config_lib.from_json(text)
 
 
+def test_config_json_of_older_runs_keeps_their_behaviour():
+    """A config.json written before a field existed resumes with the value that
+    reproduces the older code, whatever the preset's default is now."""
+    cfg = config_lib.get_config("hopper", "cpu")
+    raw = json.loads(config_lib.to_json(cfg))
+    del raw["ensemble"]["patience"], raw["ensemble"]["compute_dtype"]
+    old = config_lib.from_json(json.dumps(raw))
+    assert old.ensemble.patience == 0
+    assert old.ensemble.compute_dtype == "float32"
+    assert old.ensemble.hidden == cfg.ensemble.hidden  # the rest from the preset
+    raw["ensemble"]["patience"] = 7
+    assert config_lib.from_json(json.dumps(raw)).ensemble.patience == 7
+
+
 def test_json_round_trip():
     cfg = config_lib.get_config("ant", "cpu")
     again = config_lib.from_json(config_lib.to_json(cfg))
