@@ -172,7 +172,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for r in runs:
         if r.config:
-            cfg = _with_defaults(_flatten(r.config))
+            cfg = _with_defaults(r.config)
             cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
             key = json.dumps(sorted(cfg.items()), default=str)
         else:
@@ -183,19 +183,24 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     return out
 
 
-def _with_defaults(flat: dict) -> dict:
-    """An MB-MPO run's flattened config with fields added since it was written filled in
-    from its preset's defaults (a new field's default keeps the old behaviour), so that
-    old and new runs of one configuration still group as seeds."""
+def _with_defaults(config: dict) -> dict:
+    """An MB-MPO run's flattened config with the fields added since it was written filled
+    in as `config.from_json` fills them on resume (a field whose default changed since
+    takes the value that reproduces the older code), so that old and new runs of one
+    configuration still group as seeds, and runs of different ones do not."""
+    flat = _flatten(config)
     if "algo" in flat or "env" not in flat or "preset" not in flat:
         return flat
     from mbmpo_jax import config as config_lib
 
     try:
-        defaults = config_lib.get_config(flat["env"], flat["preset"])
+        full = config_lib.from_json(json.dumps(config))
     except config_lib.ConfigError:
-        return flat
-    full = _flatten(json.loads(config_lib.to_json(defaults)))
+        try:  # e.g. a field since removed: fill from the preset's defaults alone
+            full = config_lib.get_config(flat["env"], flat["preset"])
+        except config_lib.ConfigError:
+            return flat
+    full = _flatten(json.loads(config_lib.to_json(full)))
     return {**{k: v for k, v in full.items() if k not in ("env", "preset")}, **flat}
 
 

@@ -313,6 +313,7 @@ def main(argv):
         f"real steps={c0.initial_random_steps:,} warm-up + "
         f"{config_lib.iterations_of(c0)} x {config_lib.steps_per_iteration(c0):,} "
         f"models={c0.ensemble.num_models}x{tuple(c0.ensemble.hidden)} "
+        f"{c0.ensemble.compute_dtype} patience={c0.ensemble.patience} "
         f"tasks={c0.meta.meta_batch_size} rollouts/task={c0.meta.rollouts_per_task} "
         f"H={c0.meta.horizon} meta_steps={c0.meta.num_meta_steps} outer={c0.meta.outer} "
         f"inner_lr={c0.meta.inner_lr} seeds={seeds} -> {base}",

@@ -50,8 +50,16 @@ __all__ = [
 ]
 
 # Fields that do not shape the run's state: a resumed run may change them (e.g. extend it,
-# or continue with the ensemble's matmuls in another precision: parameters stay float32).
-RESUMABLE_CHANGES = ("num_iterations", "total_steps", "checkpoint_keep", "ensemble.compute_dtype")
+# continue with the ensemble's matmuls in another precision (parameters stay float32), or
+# with another early stop for the fit).
+RESUMABLE_CHANGES = (
+    "num_iterations",
+    "total_steps",
+    "checkpoint_keep",
+    "ensemble.compute_dtype",
+    "ensemble.patience",
+    "ensemble.min_improvement",
+)
 _ORIGINAL_CONFIG = ".run_config.json"
 _LOCK = ".lock"
 

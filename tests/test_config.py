@@ -22,6 +22,11 @@ def test_default_budget_is_tasks_times_horizon():
     assert cpu.meta.horizon == cpu.horizon == 200  # imagines as far as a real episode lasts
     assert config_lib.get_config("halfcheetah", "cpu").meta.horizon == 100  # measured better
     assert config_lib.steps_per_iteration(cpu) == 10 * 200
+    # issue 18's measurements: bfloat16 everywhere, the patience stop only where measured
+    assert cpu.ensemble.compute_dtype == "bfloat16" and cpu.ensemble.patience == 0
+    assert config_lib.get_config("halfcheetah", "cpu").ensemble.patience == 5
+    paper = config_lib.get_config("halfcheetah", "paper")
+    assert (paper.ensemble.compute_dtype, paper.ensemble.patience) == ("float32", 0)
 
 
 def test_buffer_estimate_by_hand_and_refusal():

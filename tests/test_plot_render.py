@@ -174,6 +174,31 @@ def test_runs_from_before_a_new_config_field_group_as_seeds(tmp_path):
     assert [g.label for g in groups] == ["hopper cpu fvp_subsample=1", "hopper cpu fvp_subsample=4"]
 
 
+def test_runs_from_before_a_changed_preset_default_keep_their_own_values(tmp_path):
+    """The cpu preset's ensemble precision and (on HalfCheetah) patience changed after runs
+    were written without those fields: such a run is float32 without patience, as on
+    resume, so it groups with today's float32 runs and apart from today's default ones."""
+    from mbmpo_jax import config as config_lib
+
+    new = json.loads(config_lib.to_json(config_lib.get_config("halfcheetah", "cpu")))
+    assert (new["ensemble"]["compute_dtype"], new["ensemble"]["patience"]) == ("bfloat16", 5)
+    old = json.loads(json.dumps(new))
+    del old["ensemble"]["compute_dtype"], old["ensemble"]["patience"]
+    f32 = json.loads(json.dumps(new))
+    f32["ensemble"].update(compute_dtype="float32", patience=0)
+    f32["seed"] = 2
+    cols = mbmpo_columns(np.array([1000, 2000]), 0.0, np.random.default_rng(0))
+    paths = [
+        write_run(tmp_path / name, c, cols) for name, c in (("new", new), ("old", old), ("f32", f32))
+    ]
+    groups = plot.group_runs(plot.find_runs(paths))
+    assert [[os.path.basename(r.path) for r in g.runs] for g in groups] == [["new"], ["old", "f32"]]
+    assert [g.label for g in groups] == [
+        "halfcheetah cpu compute_dtype=bfloat16 patience=5",
+        "halfcheetah cpu compute_dtype=float32 patience=0 (2 seeds)",
+    ]
+
+
 def test_summary_table_values_derived_by_hand(runs):
     groups = plot.group_runs(plot.find_runs([runs["parent"], runs["ablation"]]))
     lines = plot.summary_table(groups, RET, [3000, 6010])

@@ -220,9 +220,16 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     assert os.path.isdir(os.path.join(base, "seed0", "checkpoints", "0"))
     assert not os.path.exists(os.path.join(base, "seed1"))
 
-    # The ensemble's precision is a resumable change (parameters stay float32).
+    # The ensemble's precision and the fit's early stop are resumable changes (parameters
+    # stay float32; neither shapes the state).
     r = run_cli(
-        [*resume.split(), "--novmap_seeds", "--config.ensemble.compute_dtype=bfloat16"], env
+        [
+            *resume.split(),
+            "--novmap_seeds",
+            "--config.ensemble.compute_dtype=bfloat16",
+            "--config.ensemble.patience=3",
+        ],
+        env,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed at iteration 0" in r.stdout
@@ -230,9 +237,11 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
         assert [row["iteration"] for row in read_rows(os.path.join(base, seed))] == ["1.0", "2.0"]
         stored = json.load(open(os.path.join(base, seed, "config.json")))
         assert stored["ensemble"]["compute_dtype"] == "bfloat16"
+        assert stored["ensemble"]["patience"] == 3
     assert json.load(open(os.path.join(base, "seed1", "config.json")))["seed"] == 1
     original = json.load(open(os.path.join(base, "seed0", ".run_config.json")))
     assert original["ensemble"]["compute_dtype"] == "float32"  # what the run began with
+    assert original["ensemble"]["patience"] == 0
 
 
 def test_seeds_in_one_program_stop_and_resume(tmp_path, env):
