@@ -6,7 +6,8 @@
 Each RUN_DIR is a run directory (config.json + metrics.csv, written by `experiments.run` or
 `experiments.baseline`) or a directory whose sub-directories are run directories (e.g. the
 seed0, seed1, ... of `experiments.run --num_seeds=N`). Runs whose config.json are equal apart
-from `seed` are seeds of one configuration and form one curve.
+from `seed` and the run length (`total_steps`, `num_iterations`) are seeds of one
+configuration and form one curve.
 
 Writes into --out (default `runs/plots/`):
   <metric>_vs_steps.png   the metric (default the pre-update policy's real return) against
@@ -69,7 +70,9 @@ STD_COL = "Model/EnsembleStd"
 KL_COL = "Meta/KLPrePost"
 WITHIN_COLS = ("Diag/StdKLCorrStates", "Diag/StdKLCorrTasks")
 # Config fields that do not make two runs different configurations.
-_NOT_CONFIG = ("seed", "checkpoint_keep")
+# Not configuration: the seed, and how long a run was asked to go (a run extended with
+# `--resume --config.total_steps=...` is still a seed of its configuration).
+_NOT_CONFIG = ("seed", "checkpoint_keep", "total_steps", "num_iterations")
 # Ablations worth naming in a label even when no other plotted run differs in them.
 _ALWAYS_NOTABLE = {"meta.inner_lr": 1e-3, "meta.outer": "trpo", "meta.start_from": "reset"}
 _MAX_LABEL_DIFFS = 4
@@ -164,7 +167,8 @@ def find_runs(paths: Sequence[str]) -> list[Run]:
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Groups runs whose config.json are equal apart from `seed`; labels each group.
+    """Groups runs whose config.json are equal apart from `seed` and the run length;
+    labels each group.
 
     Runs without a config.json are their own group, labelled by directory name. Groups keep
     the order in which their first run was given.

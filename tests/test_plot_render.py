@@ -174,6 +174,27 @@ def test_runs_from_before_a_new_config_field_group_as_seeds(tmp_path):
     assert [g.label for g in groups] == ["hopper cpu fvp_subsample=1", "hopper cpu fvp_subsample=4"]
 
 
+def test_runs_of_different_lengths_are_seeds_of_one_configuration(tmp_path):
+    """A run extended on resume (total_steps 100k -> 150k) and one asked for 150k from the
+    start are seeds of one configuration; the mean curve covers the steps both reach and
+    the summary says n/a where a seed stops short."""
+    from mbmpo_jax import config as config_lib
+
+    long = json.loads(config_lib.to_json(config_lib.get_config("hopper", "cpu")))
+    short = json.loads(json.dumps(long))
+    short["total_steps"], short["seed"] = 100_000, 1
+    rng = np.random.default_rng(0)
+    paths = [
+        write_run(tmp_path / "long", long, mbmpo_columns(np.array([50_000, 150_000]), 0.0, rng)),
+        write_run(tmp_path / "short", short, mbmpo_columns(np.array([50_000, 100_000]), 0.0, rng)),
+    ]
+    groups = plot.group_runs(plot.find_runs(paths))
+    assert len(groups) == 1 and len(groups[0].runs) == 2
+    table = "\n".join(plot.summary_table(groups, "PrePolicy/AverageReturn", [75_000, 150_000]))
+    # at 75k: the long seed 2.5, the short one 5.0 (each interpolated); 150k: short stops
+    assert "| 2 | 3.8 +- 1.2 | n/a |" in table
+
+
 def test_runs_from_before_a_changed_preset_default_keep_their_own_values(tmp_path):
     """The cpu preset's ensemble precision and (on HalfCheetah) patience changed after runs
     were written without those fields: such a run is float32 without patience, as on
