@@ -210,7 +210,8 @@ def test_runs_from_before_a_changed_preset_default_keep_their_own_values(tmp_pat
     f32["seed"] = 2
     cols = mbmpo_columns(np.array([1000, 2000]), 0.0, np.random.default_rng(0))
     paths = [
-        write_run(tmp_path / name, c, cols) for name, c in (("new", new), ("old", old), ("f32", f32))
+        write_run(tmp_path / name, c, cols)
+        for name, c in (("new", new), ("old", old), ("f32", f32))
     ]
     groups = plot.group_runs(plot.find_runs(paths))
     assert [[os.path.basename(r.path) for r in g.runs] for g in groups] == [["new"], ["old", "f32"]]
