@@ -6,15 +6,16 @@
 Each RUN_DIR is a run directory (config.json + metrics.csv, written by `experiments.run` or
 `experiments.baseline`) or a directory whose sub-directories are run directories (e.g. the
 seed0, seed1, ... of `experiments.run --num_seeds=N`). Runs whose config.json are equal apart
-from `seed` and the run length (`total_steps`, `num_iterations`) are seeds of one
-configuration and form one curve.
+from `seed` and the run length (`total_steps`, `num_iterations`; a baseline's
+`num_timesteps`, `num_evals`) are seeds of one configuration and form one curve.
 
 Writes into --out (default `runs/plots/`):
   <metric>_vs_steps.png   the metric (default the pre-update policy's real return) against
       real time steps (n_timesteps): per configuration the mean over its seeds, each seed
       interpolated linearly onto the union of their step values within the range that every
       seed covers, with the min-max over seeds shaded. --logx: log x-axis, as the paper's
-      comparison with model-free methods.
+      comparison with model-free methods. MB-MPO and model-free runs together (without
+      --logx): two panels, MB-MPO's step range on a linear axis and every run on a log one.
   ensemble_std_vs_kl.png  the paper's diagnostic: ensemble std of the model predictions
       (Model/EnsembleStd) against KL(pre || post) of the adaptation (Meta/KLPrePost), one
       point per iteration of every MB-MPO run with adaptation (alpha = 0 runs have KL = 0),
@@ -27,7 +28,10 @@ Writes into --out (default `runs/plots/`):
       iterations is printed.
   summary.md  a table per configuration: seeds, the metric at each --at_steps (mean +- std
       over seeds, each seed linearly interpolated; n/a where a seed stops short), the
-      steps and value of the last row (mean over seeds), and the best value.
+      steps and value of the last row (mean over seeds), and the best value. With MB-MPO
+      and model-free runs of one env: the real steps each needs to reach MB-MPO's final
+      value (the last point of its mean curve; first crossing of each mean curve, linearly
+      interpolated) and their ratio, the paper's "10-100x less data".
 
 Bad input (missing directory, no metrics.csv, empty metrics) prints one line `error: ...`
 and exits with code 2.
@@ -72,7 +76,11 @@ WITHIN_COLS = ("Diag/StdKLCorrStates", "Diag/StdKLCorrTasks")
 # Config fields that do not make two runs different configurations.
 # Not configuration: the seed, and how long a run was asked to go (a run extended with
 # `--resume --config.total_steps=...` is still a seed of its configuration).
-_NOT_CONFIG = ("seed", "checkpoint_keep", "total_steps", "num_iterations")
+# The model-free baselines' `num_timesteps` and `num_evals` are their run length and its
+# evaluation spacing.
+_NOT_CONFIG = (
+    "seed", "checkpoint_keep", "total_steps", "num_iterations", "num_timesteps", "num_evals",
+)  # fmt: skip
 # Ablations worth naming in a label even when no other plotted run differs in them.
 _ALWAYS_NOTABLE = {"meta.inner_lr": 1e-3, "meta.outer": "trpo", "meta.start_from": "reset"}
 _MAX_LABEL_DIFFS = 4
@@ -331,13 +339,28 @@ def _pyplot():
     return plt
 
 
+def _is_model_free(g: Group) -> bool:
+    return bool(g.config) and _algo(g.config) != "mbmpo"
+
+
 def plot_returns(groups: list[Group], metric: str, out_path: str, logx: bool) -> list[str]:
-    """Writes the learning-curve figure; returns notes on runs left out."""
+    """Writes the learning-curve figure; returns notes on runs left out.
+
+    With MB-MPO and model-free runs together (and no --logx), two panels: real steps on a
+    linear axis over the MB-MPO runs' range, and every curve on a log axis (the paper's
+    comparison: the model-free runs take 10-100x the steps)."""
     plt = _pyplot()
     notes = []
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    mixed = not logx and any(_is_model_free(g) for g in groups)
+    mixed = mixed and not all(_is_model_free(g) for g in groups if g.config)
+    if mixed:
+        fig, axes = plt.subplots(1, 2, figsize=(14, 5), dpi=120)
+        axes, scales = list(axes), ["linear", "log"]
+    else:
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+        axes, scales = [ax], ["log" if logx else "linear"]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = 0
+    drawn, mb_max = 0, 0.0
     for i, g in enumerate(groups):
         curves = []
         for r in g.runs:
@@ -351,21 +374,36 @@ def plot_returns(groups: list[Group], metric: str, out_path: str, logx: bool) ->
         grid, mean, low, high = aggregate(curves)
         if len(grid) == 0:
             continue
+        if not _is_model_free(g):
+            mb_max = max(mb_max, float(grid[-1]))
         color = colors[i % len(colors)]
         marker = "o" if len(grid) < 30 else None
-        ax.plot(grid, mean, color=color, label=g.label, marker=marker, markersize=3)
-        if len(curves) > 1:
-            ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+        for ax, scale in zip(axes, scales, strict=True):
+            x = grid
+            keep = x > 0 if scale == "log" else slice(None)
+            ax.plot(x[keep], mean[keep], color=color, label=g.label, marker=marker, markersize=3)
+            if len(curves) > 1:
+                ax.fill_between(x[keep], low[keep], high[keep], color=color, alpha=0.2, linewidth=0)
         drawn += 1
     if not drawn:
         plt.close(fig)
         raise PlotError(f"no run has finite values of {metric!r}")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel("real time steps")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} (mean over seeds; shaded: min-max)")
-    _finish(plt, fig, ax, out_path)
+    for ax, scale in zip(axes, scales, strict=True):
+        ax.set_xscale(scale)
+        ax.set_xlabel("real time steps" + (" (log)" if scale == "log" and mixed else ""))
+        ax.set_ylabel(metric)
+    if mixed and mb_max > 0:
+        axes[0].set_xlim(0, 1.05 * mb_max)
+        axes[0].set_title("MB-MPO's range (linear)")
+        axes[1].set_title("all runs (log steps)")
+        fig.suptitle(f"{metric} (mean over seeds; shaded: min-max)")
+        for ax in axes[:-1]:
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+        axes = axes[-1:]
+    else:
+        axes[0].set_title(f"{metric} (mean over seeds; shaded: min-max)")
+    _finish(plt, fig, axes[0], out_path)
     return notes
 
 
@@ -479,6 +517,63 @@ def summary_table(groups: list[Group], metric: str, at_steps: Sequence[float]) -
     return lines
 
 
+def first_reach(x, y, target: float) -> float:
+    """The first step at which the piecewise-linear curve `(x, y)` reaches `target` (nan if
+    it never does): between the last point below and the first point at or above, linearly
+    interpolated."""
+    import numpy as np
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    above = np.nonzero(y >= target)[0]
+    if len(above) == 0:
+        return math.nan
+    i = int(above[0])
+    if i == 0:
+        return float(x[0])
+    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+
+
+def data_ratio_table(groups: list[Group], metric: str) -> list[str]:
+    """Markdown lines: for each MB-MPO configuration and each model-free one on the same
+    env, the real steps each needs to reach MB-MPO's final value (the last point of its
+    mean-over-seeds curve), first crossing of each mean curve, and their ratio. Empty when
+    there is no such pair."""
+
+    def mean_curve(g):
+        grid, mean, _, _ = aggregate([c for c in (curve(r, metric) for r in g.runs) if len(c[0])])
+        return grid, mean
+
+    head = ["MB-MPO configuration", "its final value", "MB-MPO steps to reach it"]
+    head += ["model-free configuration", "its steps to reach it", "ratio (model-free / MB-MPO)"]
+    lines = []
+    for m in groups:
+        if not m.config or _is_model_free(m):
+            continue
+        mx, my = mean_curve(m)
+        if len(mx) == 0:
+            continue
+        target = float(my[-1])
+        steps_m = first_reach(mx, my, target)
+        for f in groups:
+            if not _is_model_free(f) or f.config.get("env") != m.config.get("env"):
+                continue
+            fx, fy = mean_curve(f)
+            if len(fx) == 0:
+                continue
+            steps_f = first_reach(fx, fy, target)
+            if math.isfinite(steps_f):
+                reach, ratio = f"{steps_f:,.0f}", f"{steps_f / max(steps_m, 1.0):.1f}x"
+            else:
+                reach = f"not reached in {fx[-1]:,.0f} (best {fy.max():.1f})"
+                ratio = f"> {fx[-1] / max(steps_m, 1.0):.1f}x"
+            cells = [m.label, f"{target:.1f}", f"{steps_m:,.0f}", f.label, reach, ratio]
+            lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + lines
+
+
 def make_plots(
     paths: Sequence[str],
     out: str,
@@ -522,9 +617,15 @@ def make_plots(
             print(f"within-iteration r: {line}")
     table = summary_table(groups, metric, at_steps)
     path = os.path.join(out, "summary.md")
+    ratios = data_ratio_table(groups, metric)
     with open(path, "w") as f:
         f.write(f"{metric} (mean +- std over seeds)\n\n" + "\n".join(table) + "\n")
+        if ratios:
+            f.write(f"\nReal steps to reach MB-MPO's final {metric}\n\n" + "\n".join(ratios))
+            f.write("\n")
     print("\n".join(table))
+    if ratios:
+        print("\n".join(ratios))
     written.append(path)
     return written
 

@@ -235,6 +235,76 @@ def test_summary_table_values_derived_by_hand(runs):
     assert ablation[1] == "1" and ablation[2] == "25.0"  # 5 + 10 * 2, one seed: no +-
 
 
+def test_first_reach_interpolates_the_first_crossing():
+    x, y = [0.0, 10.0, 20.0, 30.0], [0.0, 4.0, 2.0, 8.0]
+    assert plot.first_reach(x, y, 3.0) == pytest.approx(7.5)  # 0 -> 4 over 0..10
+    assert plot.first_reach(x, y, 5.0) == pytest.approx(25.0)  # after the dip: 2 -> 8
+    assert plot.first_reach(x, y, -1.0) == 0.0  # reached at the first point
+    assert np.isnan(plot.first_reach(x, y, 9.0))
+
+
+def test_data_ratio_table_derived_by_hand(runs, tmp_path):
+    other_env = write_run(
+        tmp_path / "ppo-ant",
+        {"env": "ant", "algo": "ppo", "seed": 0, "num_timesteps": 10},
+        {"n_timesteps": np.array([1e4, 1e5]), RET: np.array([0.0, 1e3])},
+    )
+    paths = [runs["parent"], runs["ablation"], runs["baseline"], other_env]
+    groups = plot.group_runs(plot.find_runs(paths))
+    lines = plot.data_ratio_table(groups, RET)
+    assert len(lines) == 4  # header, rule, two MB-MPO configurations x the hopper baseline
+    # Seeds' mean curve ends at 6000 steps: seed0 50, seed1 20 + 10 * 4.963 = 69.63, mean
+    # 59.815 (the curve rises: first reached at its last point). PPO: 50 at 1e5, 300 at 1e6
+    # -> 1e5 + 9.815 / 250 * 9e5 = 135,334 steps, 22.6x.
+    cells = lines[2].strip("| ").split(" | ")
+    assert cells[1:3] == ["59.8", "6,000"]
+    assert cells[3] == "hopper algo=ppo" and cells[4] == "135,334" and cells[5] == "22.6x"
+    # The alpha = 0 run: 55 at 6000; PPO 1e5 + 5 / 250 * 9e5 = 118,000 steps, 19.7x.
+    cells = lines[3].strip("| ").split(" | ")
+    assert cells[1:] == ["55.0", "6,000", "hopper algo=ppo", "118,000", "19.7x"]
+    # A baseline that never gets there: its length and best value, and a lower bound.
+    weak = write_run(
+        tmp_path / "ppo-weak",
+        {"env": "hopper", "algo": "ppo", "seed": 0, "num_timesteps": 1_000_000, "x": 1},
+        {"n_timesteps": np.array([1e4, 1e6]), RET: np.array([1.0, 40.0])},
+    )
+    groups = plot.group_runs(plot.find_runs([runs["parent"], weak]))
+    cells = plot.data_ratio_table(groups, RET)[2].strip("| ").split(" | ")
+    assert cells[4:] == ["not reached in 1,000,000 (best 40.0)", "> 166.7x"]
+    # Nothing to compare: no table.
+    assert plot.data_ratio_table(plot.group_runs(plot.find_runs([runs["parent"]])), RET) == []
+
+
+def test_baseline_seeds_of_different_lengths_group(tmp_path):
+    cols = {"n_timesteps": np.array([0.0, 1e5]), RET: np.array([0.0, 1.0])}
+    a = write_run(
+        tmp_path / "a",
+        {"env": "hopper", "algo": "ppo", "seed": 0, "num_timesteps": 10**6, "num_evals": 20},
+        cols,
+    )
+    b = write_run(
+        tmp_path / "b",
+        {"env": "hopper", "algo": "ppo", "seed": 1, "num_timesteps": 6 * 10**6, "num_evals": 25},
+        cols,
+    )
+    assert [len(g.runs) for g in plot.group_runs(plot.find_runs([a, b]))] == [2]
+
+
+def test_mixed_runs_get_a_log_panel_and_the_ratio(runs, tmp_path, capsys):
+    out = tmp_path / "mixed"
+    written = plot.make_plots([runs["parent"], runs["baseline"]], str(out), RET, logx=False)
+    curves = out / "PrePolicy_AverageReturn_vs_steps.png"
+    assert str(curves) in written
+    assert png_size(curves) == (1680, 600)  # two panels
+    text = (out / "summary.md").read_text()
+    assert "Real steps to reach MB-MPO's final" in text and "| 22.6x |" in text
+    assert "22.6x" in capsys.readouterr().out
+    # MB-MPO alone: one panel, no ratio section.
+    written = plot.make_plots([runs["parent"]], str(tmp_path / "alone"), RET, logx=False)
+    assert png_size(tmp_path / "alone" / "PrePolicy_AverageReturn_vs_steps.png") == (960, 600)
+    assert "Real steps" not in (tmp_path / "alone" / "summary.md").read_text()
+
+
 def test_plot_cli_bad_input(tmp_path):
     (tmp_path / "not_a_run").mkdir()
     empty = tmp_path / "empty"
