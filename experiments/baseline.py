@@ -141,6 +141,28 @@ def ppo_config(env: str, overrides: dict) -> dict:
     return cfg
 
 
+def ppo_schedule(cfg: dict) -> tuple[int, int, int]:
+    """How brax's PPO splits `cfg["num_timesteps"]`, as its `train` computes it: returns
+    `(total, evals_after_init, steps_per_update)`. Each of the `num_evals - 1` training
+    epochs runs a whole number (at least one) of updates of `batch_size * unroll_length *
+    num_minibatches` env steps, so brax runs `total >= num_timesteps` steps, more when the
+    evaluations are too many for the budget."""
+    per_update = cfg["batch_size"] * cfg["unroll_length"] * cfg["num_minibatches"]
+    evals = max(cfg["num_evals"] - 1, 1)
+    updates_per_epoch = max(math.ceil(cfg["num_timesteps"] / (evals * per_update)), 1)
+    return evals * updates_per_epoch * per_update, evals, per_update
+
+
+def closest_schedule(cfg: dict) -> tuple[int, int]:
+    """The fewest steps brax can run for `cfg["num_timesteps"]` (whole updates: the budget
+    rounded up to one) and the `num_evals` nearest the asked one that runs exactly that."""
+    _, evals, per_update = ppo_schedule(cfg)
+    updates = max(math.ceil(cfg["num_timesteps"] / per_update), 1)
+    ok = [m for m in range(1, updates + 1) if m * math.ceil(updates / m) == updates]
+    m = min(ok, key=lambda m: (abs(m - evals), m))
+    return updates * per_update, m + 1
+
+
 def train(env_name: str, cfg: dict, seed: int, writer, deterministic_eval: bool, quiet):
     """Runs brax's PPO, writing one row per evaluation to `writer`. Returns the last row."""
     import jax
@@ -277,6 +299,15 @@ def main(argv):
         _after_failure(run_dir, created)
         fail(f"could not write {run_dir}: {e.strerror or e}")
     dev = jax.devices()[0]
+    total, evals, per_update = ppo_schedule(cfg)
+    if total > 1.05 * cfg["num_timesteps"]:
+        best, fits = closest_schedule(cfg)
+        print(
+            f"note: brax runs {total:,} steps, not {cfg['num_timesteps']:,}: {evals} "
+            f"evaluations after the first, each after whole updates of {per_update:,} steps; "
+            f"--num_evals={fits} runs {best:,}",
+            flush=True,
+        )
     print(
         f"baseline | {_ALGO.value} on mjx {env_name} (H={task.horizon}) | device: "
         f"{dev.platform.upper()} {dev.device_kind} | {cfg['num_timesteps']:,} steps, "

@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+from experiments import baseline
 from tests._cli import one_line_error, run_module
 
 TINY = [
@@ -40,9 +41,11 @@ def _assert_one_line_error(proc, *fragments):
 
 def test_tiny_ppo_run_writes_metrics(tmp_path):
     run_dir = str(tmp_path / "ppo")
-    proc = _run(*TINY, "--seed=3", f"--logdir={run_dir}")
+    # 100 steps asked: less than one update (160), which brax runs whole; the CLI says so.
+    proc = _run(*TINY, "--num_timesteps=100", "--seed=3", f"--logdir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     console = proc.stdout + proc.stderr
+    assert "note: brax runs 160 steps, not 100" in proc.stdout
     assert "warp" not in console.lower() and "JAXopt" not in console
 
     with open(os.path.join(run_dir, "config.json")) as f:
@@ -55,7 +58,8 @@ def test_tiny_ppo_run_writes_metrics(tmp_path):
     assert len(rows) == 2
     steps = [float(r["n_timesteps"]) for r in rows]
     returns = [float(r["PrePolicy/AverageReturn"]) for r in rows]
-    assert steps == [0.0, 160.0]
+    assert steps == [0.0, 160.0]  # brax's own count, as baseline.ppo_schedule predicts
+    assert baseline.ppo_schedule(baseline.ppo_config("inverted_pendulum", config))[0] == 160
     # Reward is 1 per step until the pole falls, so a return is an episode length.
     for r, ret in zip(rows, returns, strict=True):
         assert math.isfinite(ret) and 1.0 <= ret <= 200.0
@@ -67,6 +71,20 @@ def test_tiny_ppo_run_writes_metrics(tmp_path):
     # The run directory is not empty now: a second run must refuse to overwrite it.
     again = _run(*TINY, f"--logdir={run_dir}")
     _assert_one_line_error(again, "not empty")
+
+
+def test_ppo_schedule_derived_by_hand():
+    # halfcheetah: updates of 512 x 20 x 32 = 327,680 steps.
+    cfg = baseline.ppo_config("halfcheetah", {"num_timesteps": 6_000_000, "num_evals": 25})
+    # 24 epochs, each ceil(6e6 / (24 x 327,680)) = 1 update: 7,864,320 steps.
+    assert baseline.ppo_schedule(cfg) == (7_864_320, 24, 327_680)
+    # The fewest: ceil(6e6 / 327,680) = 19 updates = 6,225,920, one per epoch: 20 evals.
+    assert baseline.closest_schedule(cfg) == (6_225_920, 20)
+    # brax's default 50M over 19 epochs: ceil(50e6 / (19 x 327,680)) = 9 updates each,
+    # 56,033,280; the fewest is 153 = 9 x 17 updates: 17 epochs of 9, --num_evals=18.
+    cfg = baseline.ppo_config("halfcheetah", {})
+    assert baseline.ppo_schedule(cfg) == (56_033_280, 19, 327_680)
+    assert baseline.closest_schedule(cfg) == (153 * 327_680, 18)
 
 
 @pytest.mark.parametrize("existed", [False, True])
