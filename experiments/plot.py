@@ -379,11 +379,12 @@ def plot_returns(groups: list[Group], metric: str, out_path: str, logx: bool) ->
         color = colors[i % len(colors)]
         marker = "o" if len(grid) < 30 else None
         for ax, scale in zip(axes, scales, strict=True):
-            x = grid
-            keep = x > 0 if scale == "log" else slice(None)
-            ax.plot(x[keep], mean[keep], color=color, label=g.label, marker=marker, markersize=3)
+            keep = grid > 0 if scale == "log" else slice(None)
+            ax.plot(grid[keep], mean[keep], color=color, label=g.label, marker=marker, markersize=3)
             if len(curves) > 1:
-                ax.fill_between(x[keep], low[keep], high[keep], color=color, alpha=0.2, linewidth=0)
+                ax.fill_between(
+                    grid[keep], low[keep], high[keep], color=color, alpha=0.2, linewidth=0
+                )
         drawn += 1
     if not drawn:
         plt.close(fig)

@@ -11,12 +11,12 @@ the ordering is compared. Reads files only; nothing is trained.
 """
 
 import argparse
-import csv
 import glob
-import json
 import os
 
 import numpy as np
+
+from experiments.plot import load_run, value_at
 
 RET = "PrePolicy/AverageReturn"
 SIGNALS = [
@@ -32,15 +32,6 @@ SIGNALS = [
     ("Model/OneStepMSE", 70e3),
     ("Meta/ImaginedPreReturn", 70e3),
 ]
-
-
-def value_at(rows, col, steps):
-    x = np.array([float(r["n_timesteps"]) for r in rows])
-    y = np.array([float(r.get(col) or "nan") for r in rows])
-    ok = np.isfinite(y)
-    if not ok.any() or not x[ok][0] <= steps <= x[ok][-1]:
-        return np.nan
-    return float(np.interp(steps, x[ok], y[ok]))
 
 
 def ranks(v):
@@ -70,12 +61,11 @@ def main():
     names = [n for n in names if not any(s in os.path.basename(n) for s in skip)]
     table, kept = [], []
     for n in names:
-        rows = list(csv.DictReader(open(os.path.join(n, "metrics.csv"))))
-        end = value_at(rows, RET, args.end)
+        run = load_run(n)
+        end = value_at(run, RET, args.end)
         if not np.isfinite(end):
             continue
-        json.load(open(os.path.join(n, "config.json")))  # a run directory, not a stray csv
-        table.append([end] + [value_at(rows, c, s) for c, s in SIGNALS])
+        table.append([end] + [value_at(run, c, s) for c, s in SIGNALS])
         kept.append(os.path.basename(n))
     if len(kept) < 3:
         raise SystemExit(f"error: {len(kept)} runs reach {args.end:,.0f} steps; need 3")
