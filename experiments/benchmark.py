@@ -261,7 +261,7 @@ def main(argv):
     import jax
 
     from mbmpo_jax import config as config_lib
-    from mbmpo_jax import dynamics
+    from mbmpo_jax import dynamics, hostinfo
     from mbmpo_jax.envs.tasks import get_task
 
     try:
@@ -287,12 +287,14 @@ def main(argv):
         "num_devices": jax.device_count(),
         "jax": jax.__version__,
         "host": f"{platform.node()} {os.cpu_count()} cpus",
+        "cpu": hostinfo.cpu_model(),
+        "cpu_bf16_units": hostinfo.bf16_units(),
         "env": task.name,
         "sizes": {"K": k, "hidden": hidden, "T": t, "R": r, "H": h},
     }
     print(
-        f"device: {res['device']} | jax {res['jax']} | env {task.name} | K={k} {hidden} "
-        f"T={t} R={r} H={h}",
+        f"device: {res['device']} ({res['cpu']}, bfloat16 units: {res['cpu_bf16_units']}) | "
+        f"jax {res['jax']} | env {task.name} | K={k} {hidden} T={t} R={r} H={h}",
         flush=True,
     )
     matmul_n = 1024 if _QUICK.value else 4096 if dev.platform == "gpu" else 2048

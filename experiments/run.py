@@ -257,6 +257,24 @@ def run_seeds(cfgs, run_dirs: list[str], resume: bool) -> bool:
     return True
 
 
+def _precision_note(platform: str, compute_dtype: str, cpuinfo: str | None = None) -> str:
+    """A note when bfloat16 models run on a CPU without bfloat16 units ('' otherwise)."""
+    from mbmpo_jax import hostinfo
+
+    if (
+        platform != "cpu"
+        or compute_dtype != "bfloat16"
+        or hostinfo.bf16_units(cpuinfo) is not False
+    ):
+        return ""
+    return (
+        f"note: this CPU ({hostinfo.cpu_model(cpuinfo)}) has no bfloat16 units "
+        f"({' or '.join(hostinfo.BF16_FLAGS)}); the bfloat16 models run no faster than "
+        "float32 here (--config.ensemble.compute_dtype=float32 changes the numbers, not "
+        "the algorithm)"
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -319,6 +337,9 @@ def main(argv):
         f"inner_lr={c0.meta.inner_lr} seeds={seeds} -> {base}",
         flush=True,
     )
+    note = _precision_note(dev.platform, c0.ensemble.compute_dtype)
+    if note:
+        print(note, flush=True)
     errors = _run_errors()
     if len(cfgs) > 1 and _VMAP_SEEDS.value:
         _STOP["run_dir"] = base
