@@ -25,6 +25,10 @@ def test_default_budget_is_tasks_times_horizon():
     # issue 18's measurements: bfloat16 everywhere, the patience stop only where measured
     assert cpu.ensemble.compute_dtype == "bfloat16" and cpu.ensemble.patience == 0
     assert config_lib.get_config("halfcheetah", "cpu").ensemble.patience == 5
+    # issue 15's measurement: the paper's models on HalfCheetah, the smaller ones elsewhere
+    hc_models = config_lib.get_config("halfcheetah", "cpu").ensemble
+    assert (tuple(hc_models.hidden), hc_models.weight_norm) == ((512, 512), True)
+    assert (tuple(cpu.ensemble.hidden), cpu.ensemble.weight_norm) == ((256, 256), False)
     paper = config_lib.get_config("halfcheetah", "paper")
     assert (paper.ensemble.compute_dtype, paper.ensemble.patience) == ("float32", 0)
 
