@@ -269,9 +269,9 @@ def _precision_note(platform: str, compute_dtype: str, cpuinfo: str | None = Non
         return ""
     return (
         f"note: this CPU ({hostinfo.cpu_model(cpuinfo)}) has no bfloat16 units "
-        f"({' or '.join(hostinfo.BF16_FLAGS)}); the bfloat16 models run no faster than "
-        "float32 here (--config.ensemble.compute_dtype=float32 changes the numbers, not "
-        "the algorithm)"
+        f"({' or '.join(hostinfo.BF16_FLAGS)}); the bfloat16 models run slower than float32 "
+        "here (--config.ensemble.compute_dtype=float32 is faster; it changes the numbers, "
+        "not the algorithm)"
     )
 
 

@@ -3,10 +3,11 @@
 `ensemble.compute_dtype = "bfloat16"` (the cpu preset's) pays on CPUs with bfloat16 matrix
 units: Intel's AMX (`amx_bf16`) or AVX512-BF16 (`avx512_bf16`, also on AMD Zen 4). There
 XLA's CPU backend runs the models' wide products 2-4x faster than in float32. Without them
-(an AVX2-only CPU) the same products are converted to float32 and run no faster, and a
-plain bfloat16 matmul is slower than a float32 one (WORKSPACE.md, issue 18, "Machines
-without bfloat16 units"). The run prints a note then; it does not change the precision
-by itself, so that a configuration computes the same numbers on every machine.
+(an AVX2-only CPU) they run slower than in float32: on an AMD EPYC with AVX2 only, a plain
+matmul at 0.71x float32's rate, the fit 1.17-1.27x and imagination 1.03-1.18x slower
+(`docs/probes/bf16_host.py`; WORKSPACE.md, issue 18, "Machines without bfloat16 units").
+The run prints a note then; it does not change the precision by itself, so that a
+configuration computes the same numbers on every machine.
 """
 
 from __future__ import annotations
