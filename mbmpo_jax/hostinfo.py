@@ -59,11 +59,13 @@ def cpu_model(text: str | None = None) -> str:
 
 
 def bf16_units(text: str | None = None) -> bool | None:
-    """True if the CPU has bfloat16 matrix units, False if not, None where unknown.
+    """True if an x86 CPU has bfloat16 matrix units, False if not, None where unknown.
+
+    Only x86's `flags` line is judged (an ARM `Features` line's `bf16` is not measured here).
 
     Transforms: host-side Python (not for jit/vmap/grad).
     """
     flags = cpu_flags(text)
-    if flags is None:
+    if flags is None or "fpu" not in flags:  # x86 lists its x87 unit; ARM does not
         return None
     return any(f in flags for f in BF16_FLAGS)
