@@ -39,6 +39,7 @@ def _assert_one_line_error(proc, *fragments):
         assert frag in line, line
 
 
+@pytest.mark.slow
 def test_tiny_ppo_run_writes_metrics(tmp_path):
     run_dir = str(tmp_path / "ppo")
     # 100 steps asked: less than one update (160), which brax runs whole; the CLI says so.
@@ -95,7 +96,8 @@ def test_failure_in_training_is_one_line_and_leaves_nothing(tmp_path, existed):
     run_dir = tmp_path / "ppo"
     if existed:
         run_dir.mkdir()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    flags = os.environ.get("XLA_FLAGS", "")  # keeps the suite's -O0 (tests/conftest.py)
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=3")
     proc = run_module("experiments.baseline", *TINY, f"--logdir={run_dir}", env=env, timeout=120)
     line = one_line_error(proc, 1)
     assert "ValueError" in line and "multiple of the 3 local devices" in line, line

@@ -9,6 +9,7 @@ import pytest
 from tests._cli import one_line_error, run_module
 
 
+@pytest.mark.slow
 def test_quick_benchmark_json(tmp_path):
     out = tmp_path / "bench" / "quick.json"
     # the whole-iteration timing is the smoke Trainer (compiled and tested elsewhere)

@@ -99,7 +99,8 @@ print(json.dumps({
 
 
 def test_slice_i_lives_on_device_i_and_pmap_takes_it():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    flags = os.environ.get("XLA_FLAGS", "")  # keeps the suite's -O0 (tests/conftest.py)
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=3")
     r = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True
     )

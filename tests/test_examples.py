@@ -14,6 +14,7 @@ from tests._cli import one_line_error, run_module
 TINY = ("initial_random_steps=200", "meta.num_meta_steps=1")
 
 
+@pytest.mark.slow
 def test_custom_task_backward_reward_and_loop():
     task = custom_task.make_task(horizon=20)
     rng = np.random.default_rng(0)
@@ -30,6 +31,7 @@ def test_custom_task_backward_reward_and_loop():
     assert int(state.iteration) == 1
 
 
+@pytest.mark.slow
 def test_robustness_bias_models_fn_and_runs():
     # The bias is drawn per model and iteration: u_k + N(0, 0.1) per dimension.
     ens = dynamics.init(
@@ -58,6 +60,7 @@ def test_robustness_bias_models_fn_and_runs():
     assert results[(0.0, 1.0, 1e-3)][0]["Meta/KLPrePost"] > 0.0
 
 
+@pytest.mark.slow
 def test_long_horizon_config_and_run():
     trainer, state, history = long_horizon.run(
         "smoke",

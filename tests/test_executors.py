@@ -125,6 +125,7 @@ def test_mjx_collect_compiles_once_per_shape(executors):
     assert mjx_env._collect._cache_size() == size
 
 
+@pytest.mark.slow
 def test_trainer_runs_on_the_mjx_executor():
     # tests/test_mbmpo.py's smoke trainer configuration (one compilation of its phases).
     cfg = config_lib.get_config("inverted_pendulum", "smoke")

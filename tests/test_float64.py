@@ -14,6 +14,9 @@ import sys
 import numpy as np
 import pytest
 
+# One x64 subprocess (about a minute of compiling) serves the file: the slow set.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 F64 = ["float64"]
 

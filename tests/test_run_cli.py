@@ -207,6 +207,7 @@ def _wait_for(path, proc, timeout=300):
     assert os.path.exists(path), proc.communicate()[1][-2000:]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     """SIGTERM during seed 0 of a 2-seed run (after its warm-up's checkpoint, through the
     fault hook): exit 130 with the resume command; that command continues seed 0 and starts
@@ -244,6 +245,7 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     assert original["ensemble"]["patience"] == 0
 
 
+@pytest.mark.slow
 def test_seeds_in_one_program_stop_and_resume(tmp_path, env):
     """--num_seeds=2 (one program, the default): SIGTERM after iteration 1's first metrics
     row stops after both seeds' checkpoints of iteration 1; the printed command finishes

@@ -61,7 +61,8 @@ print(json.dumps({
 
 
 def test_sharded_meta_step_equals_single_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    flags = os.environ.get("XLA_FLAGS", "")  # keeps the suite's -O0 (tests/conftest.py)
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4")
     r = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=ROOT,
