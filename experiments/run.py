@@ -303,13 +303,16 @@ def main(argv):
         if _RESUME.value and os.path.exists(os.path.join(d, "config.json")):
             requested = config_lib.from_json(config_lib.to_json(cfg))
             requested.seed = s  # --seed names the first seed; this directory is seed s
+            # The run's own seed: a one-seed run resumes without --seed (the printed
+            # command), and an explicit --seed that differs is refused there.
             c = _resume_config(d, requested)
         elif not rundir.is_empty(d):
             fail(f"{d} exists and is not empty: pass --resume to continue it, or another --logdir")
         else:
             c = config_lib.from_json(config_lib.to_json(template))
-        c.seed = s
+            c.seed = s
         cfgs.append(c)
+    seeds = [int(c.seed) for c in cfgs]
     resume_args = [f"--logdir={base}", "--resume"]
     if len(seeds) > 1:
         resume_args += [f"--seed={seeds[0]}", f"--num_seeds={len(seeds)}"]

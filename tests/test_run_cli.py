@@ -40,7 +40,8 @@ def stable(rows):
     return [{k: v for k, v in r.items() if not k.startswith(NONDETERMINISTIC)} for r in rows]
 
 
-SMOKE = ["--env=ant", "--preset=smoke", "--config.num_iterations=3"]
+# Seed 1, not the default 0: a one-seed run resumes without --seed and must keep its own.
+SMOKE = ["--env=ant", "--preset=smoke", "--seed=1", "--config.num_iterations=3"]
 
 
 @pytest.mark.parametrize(
@@ -148,6 +149,10 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env, uninterrupted):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed at iteration 1" in r.stdout and "done: 3 iterations" in r.stdout
     assert "stopped safely" not in r.stderr
+    # The printed resume command has no --seed: the run keeps its seed (config.json too).
+    assert "seeds=[1]" in r.stdout
+    assert json.load(open(os.path.join(b, "config.json")))["seed"] == 1
+    assert json.load(open(os.path.join(b, ".run_config.json")))["seed"] == 1
     rows_a, rows_b = read_rows(a), read_rows(b)
     assert [row["iteration"] for row in rows_b] == ["1.0", "2.0", "3.0"]  # none lost or doubled
     assert stable(rows_a) == stable(rows_b)
