@@ -218,7 +218,7 @@ def test_sigterm_stops_safely_then_resume_continues_every_seed(tmp_path, env):
     fault hook): exit 130 with the resume command; that command continues seed 0 and starts
     seed 1, which had not begun. (A real SIGINT is sent in the next test.)"""
     base = str(tmp_path / "c")
-    args = [*SMOKE[:-1], "--config.num_iterations=2", "--num_seeds=2", "--novmap_seeds"]
+    args = [*SMOKE[:-1], "--seed=0", "--config.num_iterations=2", "--num_seeds=2", "--novmap_seeds"]
     r = run_cli([*args, f"--logdir={base}"], dict(env, MBMPO_FAULT_INJECT="sigterm:0:warmup"))
     assert r.returncode == 130, r.stderr[-2000:]
     resume = f"--logdir={base} --resume --seed=0 --num_seeds=2"
