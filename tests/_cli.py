@@ -24,6 +24,15 @@ def run_module(module, *args, env=None, timeout=600, **kw):
     )
 
 
+def forced_devices_env(n: int) -> dict:
+    """This process's environment with `n` forced host devices for a child JAX process.
+
+    Appends to XLA_FLAGS, so the child keeps the suite's setting (tests/conftest.py).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    return dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={n}")
+
+
 def one_line_error(proc, code=2):
     """Asserts exit `code` and a single `error: ...` line on stderr (no traceback); returns it."""
     assert proc.returncode == code, (proc.stdout, proc.stderr)

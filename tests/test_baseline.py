@@ -14,7 +14,7 @@ import os
 import pytest
 
 from experiments import baseline
-from tests._cli import one_line_error, run_module
+from tests._cli import forced_devices_env, one_line_error, run_module
 
 TINY = [
     "--env=inverted_pendulum",
@@ -96,8 +96,7 @@ def test_failure_in_training_is_one_line_and_leaves_nothing(tmp_path, existed):
     run_dir = tmp_path / "ppo"
     if existed:
         run_dir.mkdir()
-    flags = os.environ.get("XLA_FLAGS", "")  # keeps the suite's -O0 (tests/conftest.py)
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=3")
+    env = forced_devices_env(3)
     proc = run_module("experiments.baseline", *TINY, f"--logdir={run_dir}", env=env, timeout=120)
     line = one_line_error(proc, 1)
     assert "ValueError" in line and "multiple of the 3 local devices" in line, line

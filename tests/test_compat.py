@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from mbmpo_jax import _compat
+from tests._cli import forced_devices_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,8 +100,7 @@ print(json.dumps({
 
 
 def test_slice_i_lives_on_device_i_and_pmap_takes_it():
-    flags = os.environ.get("XLA_FLAGS", "")  # keeps the suite's -O0 (tests/conftest.py)
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=3")
+    env = forced_devices_env(3)
     r = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True
     )

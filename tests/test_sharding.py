@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+from tests._cli import forced_devices_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r"""
@@ -61,8 +63,7 @@ print(json.dumps({
 
 
 def test_sharded_meta_step_equals_single_device():
-    flags = os.environ.get("XLA_FLAGS", "")  # keeps the suite's -O0 (tests/conftest.py)
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4")
+    env = forced_devices_env(4)
     r = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=ROOT,
