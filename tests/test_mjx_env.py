@@ -173,37 +173,41 @@ def test_brax_interface(pendulum):
     assert pendulum.dt == pytest.approx(0.04)
 
 
-def test_jit_vmap_step_matches_single_steps(pendulum):
-    # Reference: each env's first step inside the (already compiled) single-env trajectory.
+def test_brax_training_wrappers_step_like_single_envs(pendulum):
+    # brax's trainers wrap envs this way (Episode, Vmap, AutoReset): the wrapped step is a
+    # jit(vmap(env.step)). Reference for the first step: each env's first step inside the
+    # (already compiled) single-env trajectory from the same reset key.
+    env = brax_training.wrap(pendulum, episode_length=4)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    state = reset(keys)
+    first_obs = state.obs
     _, run = _trajectory_fn("inverted_pendulum")
     acts = np.array([[-5.0], [0.3], [5.0]])  # beyond the +-3 bounds on both sides
-    trajs = [run(jax.random.PRNGKey(i), jnp.full((STEPS, 1), a)) for i, a in enumerate(acts)]
-    starts = jax.tree.map(lambda *x: jnp.stack(x), *[t.start for t in trajs])
-    batch = jax.jit(jax.vmap(pendulum.step))(starts, jnp.asarray(acts, jnp.float32))
-    assert batch.obs.shape == (3, 4) and batch.reward.shape == (3,) and batch.done.shape == (3,)
+    trajs = [run(k, jnp.full((STEPS, 1), a)) for k, a in zip(keys, acts, strict=True)]
+    state = step(state, jnp.asarray(acts, jnp.float32))
+    assert state.obs.shape == (3, 4) and state.reward.shape == (3,) and state.done.shape == (3,)
     for i, traj in enumerate(trajs):
-        np.testing.assert_allclose(batch.obs[i], traj.next_obs[0], rtol=1e-5, atol=1e-6)
-        assert float(batch.reward[i]) == float(traj.reward[0])
-        assert float(batch.done[i]) == float(traj.done[0])
+        np.testing.assert_allclose(first_obs[i], traj.start.obs, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(state.obs[i], traj.next_obs[0], rtol=1e-5, atol=1e-6)
+        assert float(state.reward[i]) == float(traj.reward[0])
+        assert float(state.done[i]) == float(traj.done[0]) == 0.0
     # Out-of-bound actions were clipped before reaching the physics.
-    np.testing.assert_allclose(batch.pipeline_state.ctrl[:, 0], [-3.0, 0.3, 3.0])
-
-
-def test_brax_training_wrappers(pendulum):
-    # brax's trainers wrap envs this way (Vmap, Episode, AutoReset).
-    env = brax_training.wrap(pendulum, episode_length=4)
-    state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
-    first_obs = state.obs
-    step = jax.jit(env.step)
-    zero = jnp.zeros((2, 1))
+    np.testing.assert_allclose(state.pipeline_state.ctrl[:, 0], [-3.0, 0.3, 3.0])
+    # From a fresh reset, zero force for 5 steps (the same compiled programs): the pole
+    # stays up, so only the episode limit ends the episodes.
+    state = reset(keys)
+    zero = jnp.zeros((3, 1))
     for t in range(1, 6):
         state = step(state, zero)
-        assert state.obs.shape == (2, 4)
+        assert state.obs.shape == (3, 4)
         if t == 4:  # the episode limit: done, and the next obs is the reset obs
-            np.testing.assert_array_equal(state.done, [1.0, 1.0])
-            np.testing.assert_array_equal(state.info["truncation"], [1.0, 1.0])
+            np.testing.assert_array_equal(state.done, [1.0, 1.0, 1.0])
+            np.testing.assert_array_equal(state.info["truncation"], [1.0, 1.0, 1.0])
             np.testing.assert_array_equal(state.obs, first_obs)
-    np.testing.assert_array_equal(state.info["steps"], [1.0, 1.0])
+        else:
+            np.testing.assert_array_equal(state.done, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(state.info["steps"], [1.0, 1.0, 1.0])
 
 
 def test_rollout_done_masking(pendulum):
