@@ -60,7 +60,7 @@ import time  # noqa: E402
 from absl import flags  # noqa: E402
 
 from experiments import _quiet  # noqa: E402, F401  (keeps brax/JAX chatter off the console)
-from experiments._cli import fail, run_and_exit  # noqa: E402
+from experiments._cli import eta_seconds, fail, run_and_exit  # noqa: E402
 from mbmpo_jax import config as config_lib  # noqa: E402
 from mbmpo_jax import memory, rundir  # noqa: E402
 
@@ -147,10 +147,9 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def _progress(m: dict, total_iters: int, total_steps: int, secs_per_step: float) -> str:
-    """One line per iteration; the ETA is in real steps, the run's unit of length."""
+def _progress(m: dict, total_iters: int, total_steps: int, eta: float) -> str:
+    """One line per iteration: real steps (the run's unit of length), returns, phases, ETA."""
     it, steps = int(m["iteration"]), int(m["n_timesteps"])
-    eta = max(total_steps - steps, 0) * secs_per_step
     return (
         f"it {it:>3}/{total_iters} | steps {steps:>7,}/{total_steps:,} | "
         f"pre {m['PrePolicy/AverageReturn']:8.1f} (len {m['PrePolicy/AverageLength']:5.1f}) "
@@ -177,26 +176,30 @@ def _fault_hook(iteration: int, phase: str) -> None:
 class _Progress:
     """`rundir.train`'s on_iteration: one progress line per iteration, ETA in real steps.
 
-    Seconds per real step over the iterations after the first of this process (the first
-    includes compilation); the fit grows with the buffer, so the ETA errs short."""
+    The ETA (`_cli.eta_seconds`) extrapolates the fit's time in proportion to the buffer and
+    the other phases' as constant, from this process's iterations after its first."""
 
     def __init__(self, cfg, prefix: str = ""):
         self.prefix = prefix
         self.total_iters = config_lib.iterations_of(cfg)
         self.per_iteration = config_lib.steps_per_iteration(cfg)
-        self.timed: list[tuple[float, int]] = []
+        self.history: list[tuple[float, float, int]] = []
         self.last = time.perf_counter()
 
     def __call__(self, state, metrics) -> None:
         now = time.perf_counter()
-        self.timed.append((now - self.last, self.per_iteration))
-        self.last = now
-        recent = self.timed[1:] or self.timed
-        secs_per_step = sum(t for t, _ in recent) / max(sum(n for _, n in recent), 1)
         steps, it = int(state.n_timesteps), int(state.iteration)
-        total_steps = steps + (self.total_iters - it) * self.per_iteration
+        capacity = int(state.buffer.obs.shape[0])
+        fitted = min(max(steps - self.per_iteration, 1), capacity)  # before this collection
+        self.history.append((now - self.last, float(metrics["Time/Fit"]), fitted))
+        self.last = now
+        remaining = self.total_iters - it
+        total_steps = steps + remaining * self.per_iteration
+        eta = eta_seconds(
+            self.history, min(steps, capacity), self.per_iteration, remaining, capacity
+        )
         if not _QUIET.value:
-            line = _progress(metrics, self.total_iters, total_steps, secs_per_step)
+            line = _progress(metrics, self.total_iters, total_steps, eta)
             print(self.prefix + line, flush=True)
 
 
