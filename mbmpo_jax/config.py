@@ -216,6 +216,17 @@ def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collection
     return c
 
 
+def _parse_int(text: str) -> int:
+    """`100000`, `100_000` or a whole number in float notation (`1e5`, `2.5e4`)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # ValueError for what is no number at all
+        if not value.is_integer():
+            raise ValueError from None
+        return int(value)
+
+
 def _parse_value(text: str, current: Any, path: str) -> Any:
     try:
         if isinstance(current, bool):
@@ -226,7 +237,7 @@ def _parse_value(text: str, current: Any, path: str) -> Any:
                 return False
             raise ValueError
         if isinstance(current, int):
-            return int(text)
+            return _parse_int(text)
         if isinstance(current, float):
             return float(text)
         if isinstance(current, tuple):

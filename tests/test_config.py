@@ -118,3 +118,19 @@ def test_impossible_sizes_refused_naming_the_largest_part(override, part):
     config_lib.apply_overrides(cfg, [override])
     with pytest.raises(config_lib.ConfigError, match=f"needs about .* \\({part} "):
         memory.check_memory(cfg, available=24 * 2**30)
+
+
+@pytest.mark.parametrize(
+    "text, value", [("100000", 100_000), ("100_000", 100_000), ("1e5", 100_000), ("2.5e4", 25_000)]
+)
+def test_integer_fields_take_whole_numbers_in_any_notation(text, value):
+    cfg = config_lib.get_config("hopper", "cpu")
+    config_lib.apply_overrides(cfg, [f"total_steps={text}"])
+    assert cfg.total_steps == value and type(cfg.total_steps) is int
+
+
+@pytest.mark.parametrize("text", ["1.5e0", "abc", "inf", "nan", "1e5x"])
+def test_integer_fields_refuse_what_is_not_a_whole_number(text):
+    cfg = config_lib.get_config("hopper", "cpu")
+    with pytest.raises(config_lib.ConfigError, match="expected int"):
+        config_lib.apply_overrides(cfg, [f"total_steps={text}"])
