@@ -129,6 +129,9 @@ def _final_arrays(run_dir):
     return int(state.iteration), [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
+# A whole-CLI check (two compiling runs, about a minute of a core): in the slow set, with
+# the in-process stop/resume equality (tests/test_rundir.py) left in the README's suite.
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, env, uninterrupted):
     a, _ = uninterrupted
     b = str(tmp_path / "b")
