@@ -90,6 +90,27 @@ def test_mjx_rollout_matches_native_rollout(executors):
     np.testing.assert_allclose(got.next_obs[m], ref.next_obs[m], atol=1e-3)
     np.testing.assert_allclose(got.returns, ref.returns, atol=1e-4)
     assert (got.reward[~m] == 0).all() and not got.done[~m].any()
+    # The masking against a Python loop over each episode, on MJX's own transitions.
+    for i in range(N):
+        alive, ret = True, 0.0
+        for t in range(TASK.horizon):
+            assert got.mask[i, t] == alive
+            if not alive:
+                np.testing.assert_array_equal(got.obs[i, t], got.next_obs[i, t - 1])  # frozen
+                continue
+            ret += got.reward[i, t]
+            if t + 1 < TASK.horizon:
+                np.testing.assert_array_equal(got.obs[i, t + 1], got.next_obs[i, t])
+            assert got.done[i, t] == bool(TASK.done(got.next_obs[i, t]))
+            alive = not got.done[i, t]
+        assert float(got.returns[i]) == pytest.approx(ret, rel=1e-5)
+    rewards = TASK.reward(got.obs, got.act, got.next_obs)
+    np.testing.assert_allclose(got.reward[m], np.asarray(rewards)[m], rtol=1e-6, atol=1e-6)
+    assert np.all(np.abs(got.act) <= TASK.act_high)
+    # New params and key reuse the compiled program.
+    size = mjx_env._rollout._cache_size()
+    executors["mjx"].rollout(act_fn, None, jax.random.PRNGKey(4))
+    assert mjx_env._rollout._cache_size() == size
 
 
 @pytest.mark.parametrize("name", list(EXECUTORS))

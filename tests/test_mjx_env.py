@@ -210,42 +210,6 @@ def test_brax_training_wrappers_step_like_single_envs(pendulum):
     np.testing.assert_array_equal(state.info["steps"], [1.0, 1.0, 1.0])
 
 
-def test_rollout_done_masking(pendulum):
-    task = pendulum.task
-    act_fn = native.uniform_policy(task)
-    batch = mjx_env.rollout(pendulum, act_fn, None, jax.random.PRNGKey(0), num_envs=5, horizon=30)
-    n, h = 5, 30
-    assert batch.obs.shape == (n, h, 4) and batch.next_obs.shape == (n, h, 4)
-    assert batch.act.shape == (n, h, 1) and batch.reward.shape == (n, h)
-    obs, act, nxt = (np.asarray(x) for x in (batch.obs, batch.act, batch.next_obs))
-    reward, done, mask = (np.asarray(x) for x in (batch.reward, batch.done, batch.mask))
-    # Random actions topple the pendulum well within 30 steps.
-    assert done.any(axis=1).all()
-    for i in range(n):
-        # Reference: a Python loop over the episode.
-        alive, ret = True, 0.0
-        for t in range(h):
-            assert mask[i, t] == alive
-            if not alive:
-                assert reward[i, t] == 0 and not done[i, t]
-                np.testing.assert_array_equal(obs[i, t], nxt[i, t - 1])  # frozen
-                continue
-            ret += reward[i, t]
-            if t + 1 < h:
-                np.testing.assert_array_equal(obs[i, t + 1], nxt[i, t])
-            assert done[i, t] == bool(task.done(nxt[i, t]))
-            alive = not done[i, t]
-        assert float(batch.returns[i]) == pytest.approx(ret)
-    np.testing.assert_allclose(
-        np.where(mask, reward, 0.0), np.where(mask, task.reward(obs, act, nxt), 0.0)
-    )
-    assert np.all(np.abs(act) <= 3.0)
-    # The same env and act_fn with new params/key reuse the compiled program.
-    cache = mjx_env._rollout._cache_size()
-    mjx_env.rollout(pendulum, act_fn, None, jax.random.PRNGKey(1), num_envs=5, horizon=30)
-    assert mjx_env._rollout._cache_size() == cache
-
-
 def test_rollout_rejects_bad_sizes(pendulum):
     with pytest.raises(ValueError):
         mjx_env.rollout(pendulum, native.uniform_policy(pendulum.task), None, None, 0, 5)
