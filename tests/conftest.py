@@ -33,13 +33,15 @@ def x64():
 # file's module fixtures compile once). xdist would hand out files by test count, which
 # leaves the few-test, compile-heavy files (one 40-70 s test each) for last and one worker
 # idle at the end; `--no-loadscope-reorder` keeps this order instead: the costliest files
-# first (CPU seconds per file, `python -m pytest -n 2 --durations=0`, 2026-12-01), the cheap
-# ones after them in file order, so the two workers finish close together.
+# first (seconds of a core per file, `taskset -c 1 python -m pytest -n 1 --durations=0`,
+# 2026-12-02: 120-125 s for the first two down to 22 s for test_imagine.py), the cheap ones
+# after them in file order, so the two workers finish close together.
 _COSTLIEST_FIRST = (
-    "test_mjx_env.py", "test_dynamics.py", "test_maml.py", "test_run_cli.py",
-    "test_transforms.py", "test_executors.py", "test_examples.py", "test_benchmark.py",
-    "test_sharding.py", "test_rundir.py", "test_collect.py", "test_seeds.py",
-    "test_precision.py", "test_policy_plasticity.py", "test_plot_render.py", "test_mbmpo.py",
+    "test_mjx_env.py", "test_transforms.py", "test_maml.py", "test_dynamics.py",
+    "test_run_cli.py", "test_benchmark.py", "test_examples.py", "test_executors.py",
+    "test_collect.py", "test_seeds.py", "test_rundir.py", "test_precision.py",
+    "test_sharding.py", "test_plot_render.py", "test_tasks.py", "test_policy_plasticity.py",
+    "test_mbmpo.py", "test_imagine.py",
 )  # fmt: skip
 
 
