@@ -271,7 +271,7 @@ def _precision_note(platform: str, compute_dtype: str, cpuinfo: str | None = Non
     ):
         return ""
     return (
-        f"note: this CPU ({hostinfo.cpu_model(cpuinfo)}) has no bfloat16 units "
+        f"note: this CPU ({hostinfo.cpu_model(cpuinfo)}) has no bfloat16 matrix units "
         f"({' or '.join(hostinfo.BF16_FLAGS)}); the bfloat16 models run slower than float32 "
         "here (--config.ensemble.compute_dtype=float32 is faster; it changes the numbers, "
         "not the algorithm)"
