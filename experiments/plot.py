@@ -7,7 +7,9 @@ Each RUN_DIR is a run directory (config.json + metrics.csv, written by `experime
 `experiments.baseline`) or a directory whose sub-directories are run directories (e.g. the
 seed0, seed1, ... of `experiments.run --num_seeds=N`). Runs whose config.json are equal apart
 from `seed` and the run length (`total_steps`, `num_iterations`; a baseline's
-`num_timesteps`, `num_evals`) are seeds of one configuration and form one curve.
+`num_timesteps`, `num_evals`) and the settings of parts the run does not use (the PPO outer
+step's `meta.ppo_*` under the paper's TRPO one) are seeds of one configuration and form one
+curve.
 
 Writes into --out (default `runs/plots/`):
   <metric>_vs_steps.png   the metric (default the pre-update policy's real return) against
@@ -81,6 +83,10 @@ WITHIN_COLS = ("Diag/StdKLCorrStates", "Diag/StdKLCorrTasks")
 _NOT_CONFIG = (
     "seed", "checkpoint_keep", "total_steps", "num_iterations", "num_timesteps", "num_evals",
 )  # fmt: skip
+# Fields that configure a part the run does not use, by (field that selects it, its value,
+# prefix of the unused fields): with the paper's TRPO outer step the PPO outer step's
+# settings (whose defaults changed between runs) do not make two runs different.
+_INERT = (("meta.outer", "trpo", "meta.ppo_"),)
 # Ablations worth naming in a label even when no other plotted run differs in them.
 _ALWAYS_NOTABLE = {"meta.inner_lr": 1e-3, "meta.outer": "trpo", "meta.start_from": "reset"}
 _MAX_LABEL_DIFFS = 4
@@ -186,6 +192,9 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         if r.config:
             cfg = _with_defaults(r.config)
             cfg = {k: v for k, v in cfg.items() if k not in _NOT_CONFIG}
+            for field, value, prefix in _INERT:
+                if cfg.get(field) == value:
+                    cfg = {k: v for k, v in cfg.items() if not k.startswith(prefix)}
             key = json.dumps(sorted(cfg.items()), default=str)
         else:
             cfg, key = {}, f"dir:{os.path.abspath(r.path)}"

@@ -174,6 +174,29 @@ def test_runs_from_before_a_new_config_field_group_as_seeds(tmp_path):
     assert [g.label for g in groups] == ["hopper cpu fvp_subsample=1", "hopper cpu fvp_subsample=4"]
 
 
+def test_unused_ppo_settings_do_not_split_trpo_runs(tmp_path):
+    """`meta.ppo_clip`'s default changed (0.2 -> 0.5) between two seeds' runs; with the
+    TRPO outer step it is never read, so they are seeds of one configuration; with the PPO
+    outer step it splits them."""
+    from mbmpo_jax import config as config_lib
+
+    new = json.loads(config_lib.to_json(config_lib.get_config("swimmer", "cpu")))
+    assert new["meta"]["outer"] == "trpo"
+    old = json.loads(json.dumps(new))
+    old["meta"]["ppo_clip"], old["seed"] = 0.2, 1
+    cols = mbmpo_columns(np.array([1000, 2000]), 0.0, np.random.default_rng(0))
+    paths = [write_run(tmp_path / "a", new, cols), write_run(tmp_path / "b", old, cols)]
+    groups = plot.group_runs(plot.find_runs(paths))
+    assert len(groups) == 1 and groups[0].label == "swimmer cpu (2 seeds)"
+    for c in (new, old):
+        c["meta"]["outer"] = "ppo"
+    paths = [write_run(tmp_path / "c", new, cols), write_run(tmp_path / "d", old, cols)]
+    groups = plot.group_runs(plot.find_runs(paths))
+    assert [len(g.runs) for g in groups] == [1, 1]
+    labels = ["swimmer cpu ppo_clip=0.5 outer=ppo", "swimmer cpu ppo_clip=0.2 outer=ppo"]
+    assert [g.label for g in groups] == labels
+
+
 def test_runs_of_different_lengths_are_seeds_of_one_configuration(tmp_path):
     """A run extended on resume (total_steps 100k -> 150k) and one asked for 150k from the
     start are seeds of one configuration; the mean curve covers the steps both reach and
