@@ -15,6 +15,7 @@ precision by itself, so that a configuration computes the same numbers on every 
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 
 __all__ = ["BF16_FLAGS", "bf16_matmul_speedup", "bf16_units", "cpu_flags", "cpu_model"]
@@ -113,6 +114,4 @@ def bf16_matmul_speedup(n: int = 1024, repeats: int = 5) -> float:
             matmul(x, y).block_until_ready()
             t[name] = time.perf_counter() - start
         ratios.append(t["float32"] / max(t["bfloat16"], 1e-9))
-    ratios.sort()
-    mid = len(ratios) // 2
-    return ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+    return statistics.median(ratios)
