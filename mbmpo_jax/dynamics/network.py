@@ -116,6 +116,12 @@ def _dense_lp_bwd(operand_dtype, res, g):
     dx = _contract_last(g_lp, w_lp, x_like.dtype)
     x2 = x_lp.reshape(-1, x_lp.shape[-1])
     g2 = g_lp.reshape(-1, g_lp.shape[-1])
+    if x_lp.dtype == x_like.dtype:
+        # Full-precision operands (the thin layers of a bfloat16 network): nothing to keep
+        # on the matrix units' path, so no transposed copy; the copy and the slice of its
+        # padding row took about 10% of a (512, 512) fit step (WORKSPACE.md, issue 18).
+        dims = (((0,), (0,)), ((), ()))
+        return dx, jax.lax.dot_general(x2, g2, dims, preferred_element_type=w_like.dtype)
     # dw = x2.T @ g2 contracts the batch axis, which is not x2's minor axis. XLA's CPU
     # backend folds a plain transpose into the dot and then runs it in float32 (the matrix
     # units' bfloat16 path wants the contracted axis minor), about 3x slower; the one-row
