@@ -24,11 +24,13 @@ def _bf16(x):
     return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
 
 
-def test_bfloat16_dense_forward_and_both_gradients_match_numpy_on_rounded_operands():
+# dw is taken with the narrower operand transposed: both orientations are checked.
+@pytest.mark.parametrize("n_in,n_out", [(48, 29), (29, 48)])
+def test_bfloat16_dense_forward_and_both_gradients_match_numpy_on_rounded_operands(n_in, n_out):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 3, 37, 48)).astype(np.float32)  # leading axes, as under vmap
-    w = rng.normal(size=(48, 29)).astype(np.float32)
-    g = rng.normal(size=(2, 3, 37, 29)).astype(np.float32)
+    x = rng.normal(size=(2, 3, 37, n_in)).astype(np.float32)  # leading axes, as under vmap
+    w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+    g = rng.normal(size=(2, 3, 37, n_out)).astype(np.float32)
 
     @jax.jit
     def forward_backward(x, w, g):
@@ -36,16 +38,17 @@ def test_bfloat16_dense_forward_and_both_gradients_match_numpy_on_rounded_operan
         return (out, *vjp(g))
 
     out, dx, dw = forward_backward(x, w, g)
-    chex.assert_trees_all_equal_dtypes((out, dx, dw), (x[..., :29], x, w))
+    chex.assert_trees_all_equal_dtypes((out, dx, dw), (g, x, w))
 
     xr, wr, gr = _bf16(x), _bf16(w), _bf16(g)
     want_out = xr @ wr
     want_dx = gr @ wr.T
-    want_dw = xr.reshape(-1, 48).T @ gr.reshape(-1, 29)
+    want_dw = xr.reshape(-1, n_in).T @ gr.reshape(-1, n_out)
     # Products of bfloat16 values are exact in float32; only the float32 sums round.
     for got, want in ((out, want_out), (dx, want_dx), (dw, want_dw)):
         scale = np.abs(want).max()
         np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=2e-6 * scale * 48)
+        assert got.shape == want.shape
     # ... and they differ from the float32 product by bfloat16's rounding, no more.
     exact = x.astype(np.float64) @ w.astype(np.float64)
     rel = np.abs(np.asarray(out) - exact).max() / np.abs(exact).max()
@@ -68,12 +71,13 @@ def test_bfloat16_dense_under_vmap_jit_and_second_order_grad():
     assert np.all(np.isfinite(np.asarray(hvp)))
 
 
-def test_thin_layers_of_a_bfloat16_network_have_float32_gradients():
+@pytest.mark.parametrize("n_in,n_out", [(7, 64), (64, 7)])  # a first and a last layer
+def test_thin_layers_of_a_bfloat16_network_have_float32_gradients(n_in, n_out):
     """The first and last layers run float32 through the same custom vjp (its dot forms are
     the fast ones on CPU): forward and gradients equal plain autodiff of ``x @ w``."""
     rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.normal(size=(3, 40, 7)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(3, 7, 64)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(3, 40, n_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, n_in, n_out)), jnp.float32)
 
     def loss(dense_fn):
         return lambda w, x: jnp.sum(jnp.sin(dense_fn(x, w)))

@@ -116,19 +116,20 @@ def _dense_lp_bwd(operand_dtype, res, g):
     dx = _contract_last(g_lp, w_lp, x_like.dtype)
     x2 = x_lp.reshape(-1, x_lp.shape[-1])
     g2 = g_lp.reshape(-1, g_lp.shape[-1])
-    if x_lp.dtype == x_like.dtype:
-        # Full-precision operands (the thin layers of a bfloat16 network): nothing to keep
-        # on the matrix units' path, so no transposed copy; the copy and the slice of its
-        # padding row took about 10% of a (512, 512) fit step (WORKSPACE.md, issue 18).
-        dims = (((0,), (0,)), ((), ()))
-        return dx, jax.lax.dot_general(x2, g2, dims, preferred_element_type=w_like.dtype)
-    # dw = x2.T @ g2 contracts the batch axis, which is not x2's minor axis. XLA's CPU
-    # backend folds a plain transpose into the dot and then runs it in float32 (the matrix
-    # units' bfloat16 path wants the contracted axis minor), about 3x slower; the one-row
-    # concatenation makes the transposed copy real, so the product stays in bfloat16
-    # (WORKSPACE.md, issue 18). The padding row is sliced off the [I + 1, O] result.
-    xt = jnp.concatenate([x2.T, jnp.zeros((1, x2.shape[0]), x2.dtype)], axis=0)
-    dw = jnp.matmul(xt, g2, preferred_element_type=w_like.dtype)[:-1]
+    # dw = x2.T @ g2 contracts the batch axis, which is neither operand's minor axis. XLA's
+    # CPU backend folds a plain transpose into the dot, and then runs a bfloat16 product in
+    # float32 (the matrix units' path wants the contracted axis minor, about 3x slower) and
+    # a float32 one on a slow generic kernel. So the narrower operand is transposed into a
+    # real copy (the one-row concatenation forces it; its row is sliced off the result) and
+    # the product takes the standard form: x2.T @ g2, or (g2.T @ x2).T where g2 is the
+    # narrower (a thin last layer's). Measured on a (512, 512) fit step: the thin layers'
+    # former x2.T copies took 10% of it (WORKSPACE.md, issue 18).
+    if g2.shape[1] < x2.shape[1]:
+        gt = jnp.concatenate([g2.T, jnp.zeros((1, g2.shape[0]), g2.dtype)], axis=0)
+        dw = jnp.matmul(gt, x2, preferred_element_type=w_like.dtype)[:-1].T
+    else:
+        xt = jnp.concatenate([x2.T, jnp.zeros((1, x2.shape[0]), x2.dtype)], axis=0)
+        dw = jnp.matmul(xt, g2, preferred_element_type=w_like.dtype)[:-1]
     return dx, dw
 
 
