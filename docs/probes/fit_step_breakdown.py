@@ -21,30 +21,18 @@ import functools
 import glob
 import gzip
 import json
-import statistics
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from experiments.bench_meta import _median_time
 from mbmpo_jax import buffer as buffer_lib
 from mbmpo_jax.dynamics import fitting, model
 from mbmpo_jax.dynamics.network import mlp_apply
 
 OBS, ACT, K, B = 17, 6, 5, 500
-
-
-def _timed(fn, *args, repeats):
-    out = fn(*args)
-    jax.block_until_ready(out)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _profile(fn, args, steps: int) -> None:
@@ -157,8 +145,8 @@ def main() -> None:
         res = {}
         for _ in range(2):  # second round after everything is compiled and warm
             for name, (fn, a, passes) in parts.items():
-                res[name] = (_timed(fn, *a, repeats=args.repeats), passes)
-            t_fit = _timed(
+                res[name] = (_median_time(fn, *a, repeats=args.repeats), passes)
+            t_fit = _median_time(
                 functools.partial(fit, key=key, cfg=cfg),
                 state,
                 buf,

@@ -116,6 +116,7 @@ def _dense_lp_bwd(operand_dtype, res, g):
     dx = _contract_last(g_lp, w_lp, x_like.dtype)
     x2 = x_lp.reshape(-1, x_lp.shape[-1])
     g2 = g_lp.reshape(-1, g_lp.shape[-1])
+
     # dw = x2.T @ g2 contracts the batch axis, which is neither operand's minor axis. XLA's
     # CPU backend folds a plain transpose into the dot, and then runs a bfloat16 product in
     # float32 (the matrix units' path wants the contracted axis minor, about 3x slower) and
@@ -124,12 +125,13 @@ def _dense_lp_bwd(operand_dtype, res, g):
     # the product takes the standard form: x2.T @ g2, or (g2.T @ x2).T where g2 is the
     # narrower (a thin last layer's). Measured on a (512, 512) fit step: the thin layers'
     # former x2.T copies took 10% of it (WORKSPACE.md, issue 18).
+    def transposed_copy(a):  # a.T plus one zero row, as a real array
+        return jnp.concatenate([a.T, jnp.zeros((1, a.shape[0]), a.dtype)], axis=0)
+
     if g2.shape[1] < x2.shape[1]:
-        gt = jnp.concatenate([g2.T, jnp.zeros((1, g2.shape[0]), g2.dtype)], axis=0)
-        dw = jnp.matmul(gt, x2, preferred_element_type=w_like.dtype)[:-1].T
+        dw = jnp.matmul(transposed_copy(g2), x2, preferred_element_type=w_like.dtype)[:-1].T
     else:
-        xt = jnp.concatenate([x2.T, jnp.zeros((1, x2.shape[0]), x2.dtype)], axis=0)
-        dw = jnp.matmul(xt, g2, preferred_element_type=w_like.dtype)[:-1]
+        dw = jnp.matmul(transposed_copy(x2), g2, preferred_element_type=w_like.dtype)[:-1]
     return dx, dw
 
 
