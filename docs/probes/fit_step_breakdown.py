@@ -133,7 +133,7 @@ def main() -> None:
         obs = jax.random.normal(jax.random.fold_in(key, 3), (n, OBS))
         act = jax.random.normal(jax.random.fold_in(key, 4), (n, ACT))
         buf = buffer_lib.add(buf, obs, act, obs + 0.1 * jnp.tanh(obs))
-        fit = jax.jit(fitting.fit_unchecked, static_argnames=("cfg",))
+        fit = fitting.fit_unchecked  # already jitted, cfg static
         steps_per_epoch = -(-(n - int(n * cfg.valid_split)) // B)
 
         parts = {
