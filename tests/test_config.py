@@ -29,7 +29,11 @@ def test_default_budget_is_tasks_times_horizon():
     hc_models = config_lib.get_config("halfcheetah", "cpu").ensemble
     assert (tuple(hc_models.hidden), hc_models.weight_norm) == ((512, 512), True)
     assert (tuple(cpu.ensemble.hidden), cpu.ensemble.weight_norm) == ((256, 256), False)
+    # issue 15's measurement: a smaller inner step on HalfCheetah, the paper's elsewhere
+    assert config_lib.get_config("halfcheetah", "cpu").meta.inner_lr == 1e-4
+    assert cpu.meta.inner_lr == 1e-3
     paper = config_lib.get_config("halfcheetah", "paper")
+    assert paper.meta.inner_lr == 1e-3
     assert (paper.ensemble.compute_dtype, paper.ensemble.patience) == ("float32", 0)
 
 
