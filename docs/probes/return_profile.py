@@ -14,6 +14,7 @@ Needs the run's checkpoints (runs/, not committed).
 """
 
 import argparse
+import functools
 import os
 
 import jax
@@ -29,22 +30,23 @@ from mbmpo_jax.envs.tasks import get_task
 WINDOWS = ((0, 25), (25, 50), (50, 100), (100, 200))
 
 
+@functools.partial(jax.jit, static_argnums=3)
+def _act(params, key, obs, sampled: bool):
+    """The pre-update policy's action: a Gaussian sample (as evaluated) or its mean."""
+    mean, log_std = policy_lib.apply(params, obs)
+    return policy_lib.sample(key, mean, log_std) if sampled else mean
+
+
 def episodes(task, params, episodes: int, horizon: int, sampled: bool, seed: int):
     """Rewards [horizon, episodes] and alive masks of `episodes` episodes (no auto-reset)."""
     env = NativeEnv(task, episodes)
     obs = env.reset(jax.random.PRNGKey(seed))
-
-    @jax.jit
-    def act(p, key, o):
-        mean, log_std = policy_lib.apply(p, o)
-        return policy_lib.sample(key, mean, log_std) if sampled else mean
-
     key = jax.random.PRNGKey(seed + 1)
     alive = np.ones(episodes, bool)
     rewards, masks = [], []
     for _ in range(horizon):
         key, k = jax.random.split(key)
-        obs, reward, done = env.step(np.asarray(act(params, k, obs)))
+        obs, reward, done = env.step(np.asarray(_act(params, k, obs, sampled)))
         rewards.append(np.where(alive, reward, 0.0))
         masks.append(alive.copy())
         alive &= ~np.asarray(done, bool)
