@@ -34,6 +34,9 @@ def test_default_budget_is_tasks_times_horizon():
     assert cpu.meta.inner_lr == 1e-3
     paper = config_lib.get_config("halfcheetah", "paper")
     assert paper.meta.inner_lr == 1e-3
+    # issue 15's measurement: the paper's 30 outer steps on Hopper, 20 elsewhere
+    assert cpu.meta.num_meta_steps == paper.meta.num_meta_steps == 30
+    assert config_lib.get_config("walker2d", "cpu").meta.num_meta_steps == 20
     assert (paper.ensemble.compute_dtype, paper.ensemble.patience) == ("float32", 0)
 
 
