@@ -1,6 +1,6 @@
 """How long did a run take to reach N real steps, and where did the time go? (issue 14)
 
-  python docs/probes/time_to_steps.py RUN_DIR [RUN_DIR ...] [--steps=100000]
+  PYTHONPATH=. python docs/probes/time_to_steps.py RUN_DIR [RUN_DIR ...] [--steps=100000]
 
 Reads each run's `metrics.csv` (a committed `docs/results/<run>` is enough) and sums its
 `Time/Fit`, `Time/Meta`, `Time/Collect`, `Time/Eval` and `Time/Iteration` columns over the
@@ -10,9 +10,11 @@ that never reaches --steps is reported with the steps it did reach.
 """
 
 import argparse
-import csv
+import math
 import os
 import sys
+
+from mbmpo_jax.metrics import read_metrics
 
 PHASES = ("Iteration", "Fit", "Meta", "Collect", "Eval")
 
@@ -26,8 +28,9 @@ def time_to_steps(rows, steps):
     reached, count = 0.0, 0
     for row in rows:
         for phase in PHASES:
-            totals[phase] += float(row.get(f"Time/{phase}") or 0.0)
-        reached, count = float(row["n_timesteps"]), count + 1
+            value = row.get(f"Time/{phase}", math.nan)
+            totals[phase] += 0.0 if math.isnan(value) else value
+        reached, count = row["n_timesteps"], count + 1
         if reached >= steps:
             break
     return reached, count, totals
@@ -43,8 +46,7 @@ def main(argv=None):
         if not os.path.isfile(path):
             print(f"error: no metrics.csv in {run}", file=sys.stderr)
             return 2
-        with open(path, newline="") as f:
-            reached, count, t = time_to_steps(csv.DictReader(f), args.steps)
+        reached, count, t = time_to_steps(read_metrics(path), args.steps)
         short = "" if reached >= args.steps else f" (run ends at {reached:,.0f})"
         print(
             f"{run}: {reached:,.0f} real steps in {count} iterations{short}: "
