@@ -155,7 +155,9 @@ _CPU_INNER_LR = {"halfcheetah": 1e-4}
 # The cpu preset's outer (TRPO) steps per iteration: 20 to keep the meta phase cheap, the
 # paper's 30 on Hopper, where they were measured better: at 100k real steps 691 / 697 / 526
 # on seeds 0, 1, 2 against 676 / 659 / 399 with 20 (the stalled seed 2 +127, its episodes 167
-# steps against 136), at about 1.5x the meta phase's cost (WORKSPACE.md, issue 15).
+# steps against 136), at about 1.5x the meta phase's cost. On HalfCheetah 30 were measured
+# worse (451 +- 171 against 548 +- 115 at 100k, lower on every seed: the policy's entropy
+# collapses faster) (WORKSPACE.md, issue 15).
 _CPU_META_STEPS = {"hopper": 30}
 
 
