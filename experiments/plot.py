@@ -29,7 +29,9 @@ Writes into --out (default `runs/plots/`):
       averaged over the iteration's meta steps, against real steps; the mean over
       iterations is printed.
   summary.md  a table per configuration: seeds, the metric at each --at_steps (mean +- std
-      over seeds, each seed linearly interpolated; n/a where a seed stops short), the
+      over seeds, each seed linearly interpolated; n/a where a seed stops short, - where
+      a run's rows around that step lie more than half the step count apart, as a
+      model-free baseline's evaluations do at MB-MPO's step counts), the
       steps and value of the last row (mean over seeds), and the best value. With MB-MPO
       and model-free runs of one env: the real steps each needs to reach MB-MPO's final
       value (the last point of its mean curve; first crossing of each mean curve, linearly
@@ -490,13 +492,40 @@ def plot_std_kl_within(groups: list[Group], out_path: str) -> list[str]:
     return lines
 
 
-def value_at(run: Run, metric: str, steps: float) -> float:
-    """`metric` linearly interpolated at `steps` real steps (nan outside the run's range)."""
+# A summary cell interpolates between the two rows around its step count only when they lie
+# at most this fraction of that count apart: MB-MPO logs every 2,000-4,000 real steps, but
+# a model-free baseline evaluates every 0.1-0.3M steps, and a value "at 50k" drawn between
+# its evaluations at 0 and 246k would be a straight line, not a measurement.
+MAX_GAP_FRACTION = 0.5
+
+
+def bracket(run: Run, metric: str, steps: float) -> tuple[float, float]:
+    """The step counts of the rows at or around `steps` (equal when a row lies exactly
+    there; nan outside the run's range)."""
+    import numpy as np
+
+    x, _ = curve(run, metric)
+    if len(x) == 0 or not x[0] <= steps <= x[-1]:
+        return math.nan, math.nan
+    i = int(np.searchsorted(x, steps, side="left"))
+    if x[i] == steps:
+        return float(steps), float(steps)
+    return float(x[i - 1]), float(x[i])
+
+
+def value_at(run: Run, metric: str, steps: float, max_gap_fraction: float | None = None) -> float:
+    """`metric` linearly interpolated at `steps` real steps (nan outside the run's range;
+    with `max_gap_fraction`, nan too where the rows around `steps` lie more than that
+    fraction of `steps` apart)."""
     import numpy as np
 
     x, y = curve(run, metric)
     if len(x) == 0 or not x[0] <= steps <= x[-1]:
         return math.nan
+    if max_gap_fraction is not None:
+        lo, hi = bracket(run, metric, steps)
+        if hi - lo > max_gap_fraction * steps:
+            return math.nan
     return float(np.interp(steps, x, y))
 
 
@@ -510,20 +539,38 @@ def summary_table(groups: list[Group], metric: str, at_steps: Sequence[float]) -
             return "n/a"
         return f"{v.mean():.1f} +- {v.std():.1f}" if v.size > 1 else f"{v[0]:.1f}"
 
+    def sparse(r: Run, s: float) -> tuple[float, float] | None:
+        lo, hi = bracket(r, metric, s)
+        return (lo, hi) if hi - lo > MAX_GAP_FRACTION * s else None
+
     head = ["configuration", "seeds"] + [f"at {s:,.0f} steps" for s in at_steps]
     head += ["last row: steps, value", "best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
     for g in groups:
         curves = [curve(r, metric) for r in g.runs]
         curves = [(x, y) for x, y in curves if len(x)]
         if not curves:
             continue
         cells = [g.label, str(len(curves))]
-        cells += [cell([value_at(r, metric, s) for r in g.runs]) for s in at_steps]
+        for s in at_steps:
+            gaps = [(r, gap) for r in g.runs if (gap := sparse(r, s)) is not None]
+            if gaps:
+                cells.append("-")
+                notes += [
+                    f"- {g.label} at {s:,.0f}: no row near it in {r.path} (rows at "
+                    f"{lo:,.0f} and {hi:,.0f}; a cell interpolates only between rows at "
+                    f"most {MAX_GAP_FRACTION:.0%} of its step count apart)"
+                    for r, (lo, hi) in gaps
+                ]
+            else:
+                cells.append(cell([value_at(r, metric, s) for r in g.runs]))
         last_steps = np.mean([x[-1] for x, _ in curves])
         cells.append(f"{last_steps:,.0f}, {cell([y[-1] for _, y in curves])}")
         cells.append(cell([y.max() for _, y in curves]))
         lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "-: the runs evaluate too sparsely there to interpolate:"] + notes
     return lines
 
 

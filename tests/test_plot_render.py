@@ -208,14 +208,19 @@ def test_runs_of_different_lengths_are_seeds_of_one_configuration(tmp_path):
     short["total_steps"], short["seed"] = 100_000, 1
     rng = np.random.default_rng(0)
     paths = [
-        write_run(tmp_path / "long", long, mbmpo_columns(np.array([50_000, 150_000]), 0.0, rng)),
-        write_run(tmp_path / "short", short, mbmpo_columns(np.array([50_000, 100_000]), 0.0, rng)),
+        write_run(
+            tmp_path / "long", long, mbmpo_columns(np.array([60_000, 100_000, 150_000]), 0.0, rng)
+        ),
+        write_run(
+            tmp_path / "short", short, mbmpo_columns(np.array([60_000, 80_000, 100_000]), 0.0, rng)
+        ),
     ]
     groups = plot.group_runs(plot.find_runs(paths))
     assert len(groups) == 1 and len(groups[0].runs) == 2
-    table = "\n".join(plot.summary_table(groups, "PrePolicy/AverageReturn", [75_000, 150_000]))
-    # at 75k: the long seed 2.5, the short one 5.0 (each interpolated); 150k: short stops
-    assert "| 2 | 3.8 +- 1.2 | n/a |" in table
+    table = "\n".join(plot.summary_table(groups, "PrePolicy/AverageReturn", [95_000, 150_000]))
+    # at 95k: the long seed 8.75 (0 -> 10 over 60k-100k), the short one 17.5 (10 -> 20 over
+    # 80k-100k); 150k: the short seed stops at 100k
+    assert "| 2 | 13.1 +- 4.4 | n/a |" in table
 
 
 def test_runs_from_before_a_changed_preset_default_keep_their_own_values(tmp_path):
@@ -257,6 +262,36 @@ def test_summary_table_values_derived_by_hand(runs):
     assert seeds[4] == "6,018, 60.0 +- 10.0" and seeds[5].rstrip(" |") == "60.0 +- 10.0"
     ablation = lines[3].split(" | ")
     assert ablation[1] == "1" and ablation[2] == "25.0"  # 5 + 10 * 2, one seed: no +-
+
+
+def test_summary_table_does_not_interpolate_across_sparse_evaluations(tmp_path):
+    """A baseline evaluated every 245,760 steps has no value "at 50k": the cell says -, a
+    note names the rows around it; at its own rows and where they are close enough (gap at
+    most half the step count) the cell is the (interpolated) value."""
+    ppo = write_run(
+        tmp_path / "ppo",
+        {"env": "swimmer", "algo": "ppo", "seed": 0, "num_timesteps": 10**6},
+        {
+            "n_timesteps": np.array([0.0, 245_760.0, 491_520.0, 737_280.0]),
+            RET: np.array([0.0, 27.0, 30.0, 33.0]),
+        },
+    )
+    groups = plot.group_runs(plot.find_runs([ppo]))
+    at = [50_000, 245_760, 400_000, 614_400]
+    lines = plot.summary_table(groups, RET, at)
+    cells = lines[2].strip("| ").split(" | ")
+    # 50k: rows 0 and 245,760 (gap > 25k); 245,760: a row; 400k: gap 245,760 > 200k;
+    # 614,400: gap 245,760 <= 307,200, 30 + 3 * 0.5 = 31.5
+    assert cells[2:6] == ["-", "27.0", "-", "31.5"]
+    notes = "\n".join(lines[3:])
+    assert "at 50,000: no row near it" in notes and "rows at 0 and 245,760" in notes
+    assert "at 400,000" in notes and "rows at 245,760 and 491,520" in notes
+    assert "614,400" not in notes
+    run = groups[0].runs[0]
+    assert plot.value_at(run, RET, 50_000) == pytest.approx(27.0 * 50_000 / 245_760)
+    assert np.isnan(plot.value_at(run, RET, 50_000, max_gap_fraction=0.5))
+    assert plot.bracket(run, RET, 491_520) == (491_520, 491_520)
+    assert all(np.isnan(plot.bracket(run, RET, 1e6)))
 
 
 def test_first_reach_interpolates_the_first_crossing():
