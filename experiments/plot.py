@@ -513,6 +513,12 @@ def bracket(run: Run, metric: str, steps: float) -> tuple[float, float]:
     return float(x[i - 1]), float(x[i])
 
 
+def _sparse(run: Run, metric: str, steps: float, fraction: float) -> tuple[float, float] | None:
+    """The rows around `steps` when they lie more than `fraction` of `steps` apart."""
+    lo, hi = bracket(run, metric, steps)
+    return (lo, hi) if hi - lo > fraction * steps else None
+
+
 def value_at(run: Run, metric: str, steps: float, max_gap_fraction: float | None = None) -> float:
     """`metric` linearly interpolated at `steps` real steps (nan outside the run's range;
     with `max_gap_fraction`, nan too where the rows around `steps` lie more than that
@@ -522,10 +528,8 @@ def value_at(run: Run, metric: str, steps: float, max_gap_fraction: float | None
     x, y = curve(run, metric)
     if len(x) == 0 or not x[0] <= steps <= x[-1]:
         return math.nan
-    if max_gap_fraction is not None:
-        lo, hi = bracket(run, metric, steps)
-        if hi - lo > max_gap_fraction * steps:
-            return math.nan
+    if max_gap_fraction is not None and _sparse(run, metric, steps, max_gap_fraction):
+        return math.nan
     return float(np.interp(steps, x, y))
 
 
@@ -539,10 +543,6 @@ def summary_table(groups: list[Group], metric: str, at_steps: Sequence[float]) -
             return "n/a"
         return f"{v.mean():.1f} +- {v.std():.1f}" if v.size > 1 else f"{v[0]:.1f}"
 
-    def sparse(r: Run, s: float) -> tuple[float, float] | None:
-        lo, hi = bracket(r, metric, s)
-        return (lo, hi) if hi - lo > MAX_GAP_FRACTION * s else None
-
     head = ["configuration", "seeds"] + [f"at {s:,.0f} steps" for s in at_steps]
     head += ["last row: steps, value", "best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -554,7 +554,11 @@ def summary_table(groups: list[Group], metric: str, at_steps: Sequence[float]) -
             continue
         cells = [g.label, str(len(curves))]
         for s in at_steps:
-            gaps = [(r, gap) for r in g.runs if (gap := sparse(r, s)) is not None]
+            gaps = [
+                (r, gap)
+                for r in g.runs
+                if (gap := _sparse(r, metric, s, MAX_GAP_FRACTION)) is not None
+            ]
             if gaps:
                 cells.append("-")
                 notes += [
