@@ -265,6 +265,23 @@ def run_seeds(cfgs, run_dirs: list[str], resume: bool) -> bool:
 _BF16_SLOWER_BELOW = 0.9
 
 
+def _devices_note(platform: str, n_mesh: int) -> str:
+    """A warning when the tasks are split over several CPU devices ('' otherwise).
+
+    Several CPU devices in one process are forced host devices (`XLA_FLAGS=
+    --xla_force_host_platform_device_count=N`): a test of the SPMD partitioning. Whole runs
+    on them were seen to hang in XLA:CPU's in-process collectives (WORKSPACE.md,
+    "Multi-device and multi-host").
+    """
+    if platform != "cpu" or n_mesh <= 1:
+        return ""
+    return (
+        f"warning: the tasks are split over {n_mesh} CPU devices (forced host devices); "
+        "whole runs were seen to hang in XLA:CPU's collectives this way (WORKSPACE.md, "
+        "Multi-device); one CPU device per run is the tested setup"
+    )
+
+
 def _precision_note(
     platform: str,
     compute_dtype: str,
@@ -357,6 +374,9 @@ def main(argv):
         f"inner_lr={c0.meta.inner_lr} seeds={seeds} -> {base}",
         flush=True,
     )
+    warning = _devices_note(dev.platform, n_mesh)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     note = _precision_note(dev.platform, c0.ensemble.compute_dtype)
     if note:
         print(note, flush=True)

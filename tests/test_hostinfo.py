@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from experiments.run import _precision_note
+from experiments.run import _devices_note, _precision_note
 from mbmpo_jax import hostinfo
 
 # Abridged from real machines: an AVX2-only AMD EPYC (Zen 3), an Intel Sapphire Rapids with
@@ -92,3 +92,10 @@ def test_the_run_measures_when_no_speedup_is_given(monkeypatch):
 def test_bf16_matmul_speedup_measures_a_positive_ratio():
     r = hostinfo.bf16_matmul_speedup(n=64, repeats=3)
     assert math.isfinite(r) and r > 0
+
+
+def test_devices_note_warns_only_for_several_cpu_devices():
+    # The hang seen on 2 forced host devices (WORKSPACE.md, Multi-device): warn there only.
+    assert "split over 2 CPU devices" in _devices_note("cpu", 2)
+    assert _devices_note("cpu", 1) == ""
+    assert _devices_note("gpu", 8) == ""
