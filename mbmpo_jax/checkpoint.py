@@ -8,6 +8,7 @@ caller; never pickle.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -40,6 +41,32 @@ class _HoldErrors(logging.Filter):
             self.records.append(record)
             return False
         return True
+
+
+class _DropAbandonedReads(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" reports.
+
+    When orbax's restore of a corrupt checkpoint fails on one array, its reads of the other
+    arrays fail too, but nobody awaits them any more: asyncio then prints each one's
+    traceback whenever the task is collected (seen only under load, as sibling reads
+    finish after the first failure). The restore's own error is reported as a
+    CheckpointError; these are its echoes. Attached to the "asyncio" logger after the
+    first failed restore (the package runs no asyncio of its own).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in record.getMessage()
+
+
+_ABANDONED_READS = _DropAbandonedReads()
+
+
+def _silence_abandoned_reads() -> None:
+    """Attaches `_DropAbandonedReads` (once) and collects the failed restore's tasks now."""
+    asyncio_logger = logging.getLogger("asyncio")
+    if _ABANDONED_READS not in asyncio_logger.filters:
+        asyncio_logger.addFilter(_ABANDONED_READS)
+    gc.collect()
 
 
 class Checkpointer:
@@ -123,6 +150,7 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception as e:
+            _silence_abandoned_reads()
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} could not be restored (corrupt, or "
                 f"written by another configuration): "

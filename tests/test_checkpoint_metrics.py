@@ -95,6 +95,29 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_a_failed_restore_silences_its_abandoned_reads_only(tmp_path):
+    # After a failed restore, asyncio's "never retrieved" reports of orbax's other reads
+    # (echoes of the CheckpointError) are dropped; the asyncio logger's other records pass.
+    import logging
+
+    ck = checkpoint.Checkpointer(str(tmp_path))
+    ck.save(0, _state())
+    for root, _, files in os.walk(os.path.join(ck.directory, "0")):
+        for name in files:
+            os.remove(os.path.join(root, name))
+    with pytest.raises(checkpoint.CheckpointError):
+        ck.restore(0, _state())
+    asyncio_logger = logging.getLogger("asyncio")
+
+    def passes(msg):
+        rec = asyncio_logger.makeRecord("asyncio", logging.ERROR, __file__, 1, msg, (), None)
+        return asyncio_logger.filter(rec)
+
+    assert not passes("Task exception was never retrieved\nfuture: <Task finished ...>")
+    assert not passes("Future exception was never retrieved")
+    assert passes("Executing <Task pending> took 0.2 seconds")
+
+
 def _written_metrics(tmp_path, rows=3):
     from mbmpo_jax.metrics import MetricsWriter
 
