@@ -1,7 +1,7 @@
 """Imported first by the CLIs: keeps library chatter off the user's console.
 
 JAX logs at INFO that it found no TPU (absl's app.run would show it), MJX that it uses the
-default device; brax prints
+default device, matplotlib that it built its font cache; brax prints
 "Failed to import warp" on import (harmless: warp is an optional GPU backend). Use
 `import_brax()` instead of a bare `import brax` in CLIs that need brax.
 
@@ -19,6 +19,9 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+# matplotlib logs "generated new fontManager" at INFO the first time it is imported in a
+# fresh environment (its font cache is built then); absl would show it on stderr.
+logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 # brax imports jaxopt (brax.generalized's constraint solver, which our MJX envs never use);
 # jaxopt warns on import that it is unmaintained. Shown under `-W default` or `-W error`.
