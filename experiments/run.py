@@ -371,7 +371,9 @@ def main(argv):
         f"{c0.ensemble.compute_dtype} patience={c0.ensemble.patience} "
         f"tasks={c0.meta.meta_batch_size} rollouts/task={c0.meta.rollouts_per_task} "
         f"H={c0.meta.horizon} meta_steps={c0.meta.num_meta_steps} outer={c0.meta.outer} "
-        f"inner_lr={c0.meta.inner_lr} seeds={seeds} -> {base}",
+        f"inner_lr={c0.meta.inner_lr}"
+        f"{'' if c0.meta.inner_update == 'pg' else ' (' + c0.meta.inner_update + ')'} "
+        f"seeds={seeds} -> {base}",
         flush=True,
     )
     warning = _devices_note(dev.platform, n_mesh)

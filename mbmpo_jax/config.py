@@ -356,6 +356,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         cfg.meta.outer in ("trpo", "ppo"), f"meta.outer must be trpo or ppo, got {cfg.meta.outer!r}"
     )
     need(
+        cfg.meta.inner_update in ("pg", "std_invariant"),
+        f"meta.inner_update must be pg or std_invariant, got {cfg.meta.inner_update!r}",
+    )
+    need(
         cfg.executor in EXECUTORS,
         f"executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}",
     )

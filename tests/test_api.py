@@ -83,6 +83,7 @@ PUBLIC = {
         "undiscounted_return",
     ],
     "mbmpo_jax.maml": [
+        "INNER_UPDATES",
         "MetaConfig",
         "MetaDiagnostics",
         "MetaState",
@@ -92,6 +93,7 @@ PUBLIC = {
         "broadcast_tasks",
         "disagreement",
         "init_meta_state",
+        "inner_grad",
         "inner_step",
         "likelihood_ratio",
         "lr_surrogate",

@@ -63,7 +63,19 @@ def _np_clipped_objective(ratio, adv, clip=0.2):
     return np.minimum(ratio * adv, np.clip(ratio, 1 - clip, 1 + clip) * adv)
 
 
-def _np_meta_objective(x, to_np, pre_batches, post, alpha, objective=_np_ratio_objective):
+def _np_mean(p, obs):
+    h = obs
+    for layer in p["layers"][:-1]:
+        h = np.tanh(h @ layer["w"] + layer["b"])
+    return h @ p["layers"][-1]["w"] + p["layers"][-1]["b"]
+
+
+def _np_meta_objective(
+    x, to_np, pre_batches, post, alpha, objective=_np_ratio_objective, log_std_mask=None
+):
+    """``log_std_mask`` (1 on the flat vector's log-std entries) selects the
+    std-invariant inner step: the FD gradient of ``mean(-|a - mu|^2 / 2 * A)`` on the
+    mean's network, the PG's FD gradient on the log-std."""
     total = 0.0
     num_tasks = post.obs.shape[0]
     for k in range(num_tasks):
@@ -72,7 +84,14 @@ def _np_meta_objective(x, to_np, pre_batches, post, alpha, objective=_np_ratio_o
             sur = lambda v, b=b, k=k: _np_masked_mean(
                 _np_logp(to_np(v), b.obs[k], b.act[k]) * b.adv[k], b.mask[k]
             )
-            xk = xk + alpha * _fd_grad(sur, xk, 1e-4)
+            direction = _fd_grad(sur, xk, 1e-4)
+            if log_std_mask is not None:
+                reg = lambda v, b=b, k=k: _np_masked_mean(
+                    -0.5 * np.sum((b.act[k] - _np_mean(to_np(v), b.obs[k])) ** 2, -1) * b.adv[k],
+                    b.mask[k],
+                )
+                direction = np.where(log_std_mask, direction, _fd_grad(reg, xk, 1e-4))
+            xk = xk + alpha * direction
         ratio = np.exp(_np_logp(to_np(xk), post.obs[k], post.act[k]) - post.logp[k])
         total += _np_masked_mean(objective(ratio, post.adv[k]), post.mask[k])
     return total / num_tasks
@@ -98,9 +117,18 @@ SAMPLE_OBJECTIVES = {
 
 
 @pytest.mark.parametrize(
-    ("num_inner_steps", "objective"), [(1, "ratio"), (2, "ratio"), (1, "clipped")]
+    ("num_inner_steps", "objective", "inner_update"),
+    [
+        (1, "ratio", "pg"),
+        (2, "ratio", "pg"),
+        (1, "clipped", "pg"),
+        (1, "ratio", "std_invariant"),
+        (2, "ratio", "std_invariant"),
+    ],
 )
-def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps, objective):
+def test_meta_gradient_matches_nested_finite_differences(
+    x64, num_inner_steps, objective, inner_update
+):
     """Fixed batches (sampling made deterministic), float64. Tolerance: |err| <= 1e-7 +
     1e-6 |ref| per component (the nested 4th-order FD reference is good to ~2e-8 here,
     gradient entries are O(1)). `maml.meta_objective` is the function the outer steps
@@ -120,19 +148,26 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps, o
     jax_batches = jax.tree.map(jnp.asarray, (pre, post))
 
     objective_fn = functools.partial(
-        maml.meta_objective, inner_lr=alpha, sample_objective=sample_objective
+        maml.meta_objective,
+        inner_lr=alpha,
+        sample_objective=sample_objective,
+        inner_update=inner_update,
     )
     (value, post_params), grad = jax.jit(jax.value_and_grad(objective_fn, has_aux=True))(
         theta, *jax_batches
     )
     grad = np.asarray(ravel_pytree(grad)[0])
-    np_obj = lambda v: _np_meta_objective(v, to_np, pre, post, alpha, np_objective)
+    log_std_mask = None
+    if inner_update == "std_invariant":
+        ones = {**jax.tree.map(np.zeros_like, theta), "log_std": np.ones(a)}
+        log_std_mask = np.asarray(ravel_pytree(ones)[0]) > 0
+    np_obj = lambda v: _np_meta_objective(v, to_np, pre, post, alpha, np_objective, log_std_mask)
     ref_value = np_obj(x0)
     ref_grad = _fd_grad(np_obj, x0, 1e-3)
     np.testing.assert_allclose(value, ref_value, rtol=1e-7)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-6, atol=1e-7)
     # the aux is the adapted params the outer steps' KL uses
-    expected = maml.adapt(theta, jax_batches[0], alpha)
+    expected = maml.adapt(theta, jax_batches[0], alpha, inner_update)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12), post_params, expected)
     if objective == "clipped":  # the clipped branch is taken, so the two objectives differ
         ratio_value, _ = maml.meta_objective(theta, *jax_batches, alpha)
@@ -140,7 +175,7 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps, o
 
     # the test can fail: dropping the second-order term (first-order MAML) is far off
     def first_order(th):
-        post_params = maml.adapt(th, jax.lax.stop_gradient(jax_batches[0]), alpha)
+        post_params = maml.adapt(th, jax.lax.stop_gradient(jax_batches[0]), alpha, inner_update)
         fo = jax.tree.map(
             lambda p, q: jax.lax.stop_gradient(p - q) + q, post_params, maml.broadcast_tasks(th, t)
         )
@@ -148,6 +183,47 @@ def test_meta_gradient_matches_nested_finite_differences(x64, num_inner_steps, o
 
     fo_grad = np.asarray(ravel_pytree(jax.jit(jax.grad(first_order))(theta))[0])
     assert np.max(np.abs(fo_grad - ref_grad)) > 1e3 * (1e-6 * np.max(np.abs(ref_grad)) + 1e-7)
+
+
+def test_std_invariant_inner_step_scales_with_the_std(x64):
+    """With a uniform std ``s`` the std-invariant direction is the PG's times ``s^2`` on the
+    mean's network (so it equals the PG at ``s = 1``) and the PG's on the log-std; the
+    mean's step then no longer grows as the std shrinks (its KL is a hand-derived
+    ``alpha^2``-order constant instead of growing as ``1 / s^4``)."""
+    rng = np.random.default_rng(11)
+    o, a = 3, 2
+    batch = jax.tree.map(lambda x: jnp.asarray(x[0]), _random_batch(rng, 1, 4, 5, o, a))
+    base = pol.init(jax.random.PRNGKey(11), o, a, hidden=(5,), init_std=1.0)
+    base = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), base)
+    for s in (1.0, 0.3, 2.0):
+        params = {**base, "log_std": jnp.full((a,), np.log(s))}
+        pg = maml.inner_grad(params, batch, "pg")
+        inv = maml.inner_grad(params, batch, "std_invariant")
+        for got, want in zip(
+            jax.tree.leaves(inv["layers"]), jax.tree.leaves(pg["layers"]), strict=True
+        ):
+            np.testing.assert_allclose(got, s**2 * want, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(inv["log_std"], pg["log_std"], rtol=1e-12)
+    # the mean's step under on-policy actions a = mu + s z (z fixed): the PG's direction
+    # is z / s, its KL (dmu^2 / 2 s^2) grows as 1/s^4; the std-invariant one is s z, its
+    # KL constant. Hand-derived ratios at s = 1/4: 256 and 1.
+    alpha = 1e-5
+    mu0, _ = pol.apply(base, batch.obs)
+    kls = {}
+    for update in maml.INNER_UPDATES:
+        for s in (1.0, 0.25):
+            params = {**base, "log_std": jnp.full((a,), np.log(s))}
+            on_policy = batch._replace(act=mu0 + s * batch.act)
+            new = maml.inner_step(params, on_policy, alpha, update)
+            new = {**new, "log_std": params["log_std"]}  # the mean's part only
+            m0, l0 = pol.apply(params, batch.obs)
+            m1, l1 = pol.apply(new, batch.obs)
+            kls[update, s] = float(jnp.mean(pol.kl(m0, l0, m1, l1)))
+    assert kls["pg", 1.0] == pytest.approx(kls["std_invariant", 1.0], rel=1e-9)
+    assert kls["pg", 0.25] == pytest.approx(256 * kls["pg", 1.0], rel=1e-3)
+    assert kls["std_invariant", 0.25] == pytest.approx(kls["std_invariant", 1.0], rel=1e-3)
+    with pytest.raises(ValueError, match="inner_update"):
+        maml.inner_grad(base, batch, "natural")
 
 
 def test_alpha_zero_is_the_plain_policy_gradient(x64):
@@ -338,9 +414,11 @@ def test_outer_steps_optimise_the_objective_they_are_given(outer):
         np.testing.assert_array_equal(np.sign(moved), np.sign(target - x0))
 
 
-def test_gauss_newton_kl_hvp_equals_hessian(x64):
+@pytest.mark.parametrize("inner_update", ["pg", "std_invariant"])
+def test_gauss_newton_kl_hvp_equals_hessian(x64, inner_update):
     """The outer step's KL Hessian-vector product vs central differences of the KL gradient
-    (autodiff through the inner step), float64."""
+    (autodiff through the inner step), float64; the std-invariant step's Jacobian is not
+    symmetric, so its product takes the transposed linearisation."""
     rng = np.random.default_rng(4)
     t, r, h, o, a = 2, 3, 4, 2, 2
     theta = pol.init(jax.random.PRNGKey(4), o, a, hidden=(4,), init_std=0.7)
@@ -348,11 +426,11 @@ def test_gauss_newton_kl_hvp_equals_hessian(x64):
     pre = (jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a)),)
     post = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
     alpha = 0.3
-    old_dist = jax.vmap(pol.apply)(maml.adapt(theta, pre, alpha), post.obs)
-    kl_fn = lambda th: maml.pooled_kl(old_dist, maml.adapt(th, pre, alpha), post)
+    old_dist = jax.vmap(pol.apply)(maml.adapt(theta, pre, alpha, inner_update), post.obs)
+    kl_fn = lambda th: maml.pooled_kl(old_dist, maml.adapt(th, pre, alpha, inner_update), post)
     x0, unravel = ravel_pytree(theta)
     v = jnp.asarray(rng.normal(size=x0.shape))
-    hvp = jax.jit(lambda th, vv: maml.meta_kl_hvp(th, pre, post, old_dist, alpha)(vv))
+    hvp = jax.jit(lambda th, vv: maml.meta_kl_hvp(th, pre, post, old_dist, alpha, inner_update)(vv))
     hv = ravel_pytree(hvp(theta, unravel(v)))[0]
     kl_grad = jax.jit(jax.grad(kl_fn))
     grad = lambda x: ravel_pytree(kl_grad(unravel(x)))[0]

@@ -53,6 +53,7 @@ SMOKE = ["--env=ant", "--preset=smoke", "--seed=1", "--config.num_iterations=3"]
         (["--config.meta.meta_batch_size=7"], "must be a multiple of ensemble.num_models"),
         (["--config.meta.horizon=0"], "meta.horizon must be positive"),
         (["--config.meta.inner_lr=abc"], "expected float"),
+        (["--config.meta.inner_update=natural"], "meta.inner_update must be pg or std_invariant"),
         (["--config.nosuch.field=1"], "unknown config field"),
         (["--nosuchflag=1"], "nosuchflag"),
         (["--resume"], "--resume needs --logdir"),

@@ -2,7 +2,8 @@
 
 Modules, by job (each name below is also importable from ``mbmpo_jax.maml``):
 
-  objective    ``PolicyBatch``, ``inner_step`` / ``adapt`` (the inner PG step),
+  objective    ``PolicyBatch``, ``inner_grad`` / ``inner_step`` / ``adapt`` (the inner
+               step: the paper's PG or the std-invariant variant),
                ``meta_objective`` (what the outer steps optimise), the surrogates, and
                the KLs (``task_kl``, ``pooled_kl``)
   curvature    ``meta_kl_hvp``: TRPO's KL Hessian-vector products through the inner step
@@ -24,9 +25,11 @@ from mbmpo_jax.maml.meta_step import (
     make_meta_train,
 )
 from mbmpo_jax.maml.objective import (
+    INNER_UPDATES,
     PolicyBatch,
     adapt,
     broadcast_tasks,
+    inner_grad,
     inner_step,
     likelihood_ratio,
     lr_surrogate,
@@ -39,6 +42,7 @@ from mbmpo_jax.maml.objective import (
 from mbmpo_jax.maml.outer import OuterInfo, ppo_outer_step, trpo_outer_step
 
 __all__ = [
+    "INNER_UPDATES",
     "MetaConfig",
     "MetaDiagnostics",
     "MetaState",
@@ -48,6 +52,7 @@ __all__ = [
     "broadcast_tasks",
     "disagreement",
     "init_meta_state",
+    "inner_grad",
     "inner_step",
     "likelihood_ratio",
     "lr_surrogate",

@@ -26,6 +26,7 @@ def meta_kl_hvp(
     post: PolicyBatch,
     old_dist: tuple[jax.Array, jax.Array],
     inner_lr: float,
+    inner_update: str = "pg",
 ) -> Callable[[Params], Params]:
     """``v -> H v`` with ``H`` the Hessian in ``theta`` of the outer step's KL constraint
     ``pooled_kl(old_dist, theta'(theta), post)`` at ``theta``, where ``old_dist`` are
@@ -39,7 +40,9 @@ def meta_kl_hvp(
 
     - each inner step ``p -> p + alpha grad J_s(p)`` has the Jacobian
       ``I + alpha hess J_s``, symmetric, so ``J^T`` reuses the same forward-mode
-      products in reverse order (no transposition of second-order code);
+      products in reverse order (no transposition of second-order code); the
+      ``"std_invariant"`` step's direction is not one function's gradient (its Jacobian
+      is not symmetric), so there ``J^T`` is the transposed linearisation;
     - ``F`` of a diagonal Gaussian is ``J_f^T diag(1/std^2 | 2) J_f`` in the outputs
       ``f = (mean, log_std)`` (each sample's weight is that of the masked mean).
 
@@ -49,13 +52,19 @@ def meta_kl_hvp(
     """
     num_tasks = post.obs.shape[0]
     params = broadcast_tasks(theta, num_tasks)
-    step_jvps = []
+    step_jvps, step_vjps = [], []
     for batch in pre_batches:
-        step_fn = lambda p, batch=batch: jax.vmap(inner_step, in_axes=(0, 0, None))(
-            p, batch, inner_lr
+        step_fn = lambda p, batch=batch: jax.vmap(inner_step, in_axes=(0, 0, None, None))(
+            p, batch, inner_lr, inner_update
         )
-        params, step_jvp = jax.linearize(step_fn, params)
+        params_in = params
+        params, step_jvp = jax.linearize(step_fn, params_in)
         step_jvps.append(step_jvp)
+        if inner_update == "pg":
+            step_vjps.append(step_jvp)  # symmetric Jacobian
+        else:
+            transpose = jax.linear_transpose(step_jvp, params_in)
+            step_vjps.append(lambda w, transpose=transpose: transpose(w)[0])
     post_params = params
 
     out_fn = lambda pp: jax.vmap(pol.apply)(pp, post.obs)  # ([T, R, H, A], [T, R, H, A])
@@ -73,8 +82,8 @@ def meta_kl_hvp(
             u = step_jvp(u)
         d_mean, d_log_std = out_jvp(u)
         (w,) = out_vjp((mean_curv * d_mean, 2.0 * weight * d_log_std))
-        for step_jvp in reversed(step_jvps):
-            w = step_jvp(w)
+        for step_vjp in reversed(step_vjps):
+            w = step_vjp(w)
         return jax.tree.map(lambda x: jnp.sum(x, axis=0), w)
 
     return hvp

@@ -33,6 +33,7 @@ from mbmpo_jax import returns as returns_lib
 from mbmpo_jax import sharding as sharding_lib
 from mbmpo_jax.maml.diagnostics import std_kl_diagnostic
 from mbmpo_jax.maml.objective import (
+    INNER_UPDATES,
     PolicyBatch,
     broadcast_tasks,
     inner_step,
@@ -71,6 +72,9 @@ class MetaConfig:
     rollouts_per_task: int = 50  # R
     horizon: int = 200  # H
     inner_lr: float = 1e-3  # alpha; 0 gives ME-TRPO
+    # the inner step's direction: "pg" (the paper's vanilla PG) | "std_invariant" (the
+    # mean's part preconditioned by std^2: the step's KL does not grow as the std shrinks)
+    inner_update: str = "pg"
     num_inner_steps: int = 1
     discount: float = 0.99
     gae_lambda: float = 1.0
@@ -105,6 +109,10 @@ class MetaConfig:
             raise ValueError(f"outer must be 'trpo' or 'ppo', got {self.outer!r}")
         if self.start_from not in ("reset", "buffer"):
             raise ValueError(f"start_from must be 'reset' or 'buffer', got {self.start_from!r}")
+        if self.inner_update not in INNER_UPDATES:
+            raise ValueError(
+                f"inner_update must be one of {INNER_UPDATES}, got {self.inner_update!r}"
+            )
         if self.fvp_subsample < 1:
             raise ValueError("fvp_subsample must be >= 1")
         if self.num_inner_steps < 1:
@@ -287,7 +295,9 @@ def make_meta_step(
             if s == 0:
                 pre_rollouts = rollouts
             pre_list.append(batch)
-            params_t = jax.vmap(inner_step, in_axes=(0, 0, None))(params_t, batch, cfg.inner_lr)
+            params_t = jax.vmap(inner_step, in_axes=(0, 0, None, None))(
+                params_t, batch, cfg.inner_lr, cfg.inner_update
+            )
             params_t = sharding_lib.shard_tasks(params_t, mesh)
         pre_batches = tuple(pre_list)
         post_params = params_t
@@ -306,6 +316,7 @@ def make_meta_step(
             post=post,
             inner_lr=cfg.inner_lr,
             sample_objective=sample_objective,
+            inner_update=cfg.inner_update,
         )
         if cfg.outer == "trpo":
             new_theta, info = trpo_outer_step(objective, theta, pre_batches, post, post_params, cfg)

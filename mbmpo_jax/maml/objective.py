@@ -20,10 +20,12 @@ import jax.numpy as jnp
 from mbmpo_jax import policy as pol
 
 __all__ = [
+    "INNER_UPDATES",
     "PolicyBatch",
     "SampleObjective",
     "adapt",
     "broadcast_tasks",
+    "inner_grad",
     "inner_step",
     "likelihood_ratio",
     "lr_surrogate",
@@ -79,29 +81,79 @@ def pg_surrogate(params: Params, batch: PolicyBatch) -> jax.Array:
     return masked_mean(pol.log_prob(mean, log_std, batch.act) * batch.adv, batch.mask)
 
 
-def inner_step(params: Params, batch: PolicyBatch, inner_lr: float) -> Params:
-    """One task's adaptation ``theta + alpha grad J(theta)`` (differentiable in theta).
+INNER_UPDATES = ("pg", "std_invariant")
+
+
+def _mean_regression(params: Params, batch: PolicyBatch) -> jax.Array:
+    """``mean(-|a - mu(s)|^2 / 2 * A)``: its gradient in the mean's network is the PG's
+    with ``(a - mu) / std^2`` replaced by ``(a - mu)`` (the mean's Fisher, ``1/std^2``,
+    divided out). Independent of the log-std params.
+    """
+    mean, _ = pol.apply(params, batch.obs)
+    sq = jnp.sum(jnp.square(batch.act - mean), axis=-1)
+    return masked_mean(-0.5 * sq * batch.adv, batch.mask)
+
+
+def inner_grad(params: Params, batch: PolicyBatch, inner_update: str = "pg") -> Params:
+    """The ascent direction of one task's inner step (differentiable in ``params``).
+
+    ``"pg"`` (the paper): the vanilla policy gradient, ``grad mean(log pi(a|s) * A)``.
+    ``"std_invariant"``: the mean network's part preconditioned by ``diag(std^2)`` in
+    action space (``_mean_regression``'s gradient), the log-std's part the PG's (already
+    free of the std's scale). Equal to ``"pg"`` where ``std = 1``; with ``"pg"`` the mean's
+    step grows as ``1/std`` and the step's KL as ``1/std^4`` when the policy narrows, with
+    ``"std_invariant"`` the step's KL does not grow with a narrowing std. Every part is a
+    plain gradient of a smooth function, so the meta-gradient differentiates through it
+    exactly.
 
     Transforms: pure JAX; safe under jit, vmap and grad.
     """
-    grads = jax.grad(pg_surrogate)(params, batch)
+    if inner_update == "pg":
+        return jax.grad(pg_surrogate)(params, batch)
+    if inner_update != "std_invariant":
+        raise ValueError(f"inner_update must be one of {INNER_UPDATES}, got {inner_update!r}")
+    grads = jax.grad(_mean_regression)(params, batch)  # log_std part: zeros
+    grads["log_std"] = jax.grad(
+        lambda log_std: pg_surrogate({**params, "log_std": log_std}, batch)
+    )(params["log_std"])
+    return grads
+
+
+def inner_step(
+    params: Params, batch: PolicyBatch, inner_lr: float, inner_update: str = "pg"
+) -> Params:
+    """One task's adaptation ``theta + alpha d(theta)`` (differentiable in theta), with
+    ``d`` the ``inner_grad`` of ``inner_update`` (``"pg"``: the paper's PG step).
+
+    Transforms: pure JAX; safe under jit, vmap and grad.
+    """
+    grads = inner_grad(params, batch, inner_update)
     return jax.tree.map(lambda p, g: p + inner_lr * g, params, grads)
 
 
-def adapt(theta: Params, pre_batches: tuple[PolicyBatch, ...], inner_lr: float) -> Params:
+def adapt(
+    theta: Params,
+    pre_batches: tuple[PolicyBatch, ...],
+    inner_lr: float,
+    inner_update: str = "pg",
+) -> Params:
     """Post-update params ``[T]`` from ``theta`` through all inner steps.
 
     Args:
       theta: pre-update params (no leading axis).
       pre_batches: one ``[T, R, H, ...]`` batch per inner step, sampled by the params
         before that step.
+      inner_lr: alpha.
+      inner_update: ``"pg"`` (the paper) or ``"std_invariant"`` (``inner_grad``).
 
     Transforms: pure JAX; safe under jit, vmap and grad.
     """
     num_tasks = pre_batches[0].obs.shape[0]
     params = broadcast_tasks(theta, num_tasks)
     for batch in pre_batches:
-        params = jax.vmap(inner_step, in_axes=(0, 0, None))(params, batch, inner_lr)
+        params = jax.vmap(inner_step, in_axes=(0, 0, None, None))(
+            params, batch, inner_lr, inner_update
+        )
     return params
 
 
@@ -133,6 +185,7 @@ def meta_objective(
     post: PolicyBatch,
     inner_lr: float,
     sample_objective: SampleObjective = likelihood_ratio,
+    inner_update: str = "pg",
 ) -> tuple[jax.Array, Params]:
     """The MB-MPO meta-objective ``mean_k J_k(theta'_k(theta))`` (to maximise).
 
@@ -146,6 +199,7 @@ def meta_objective(
       inner_lr: alpha (0: no adaptation, the ME-TRPO ablation).
       sample_objective: the per-sample surrogate (``likelihood_ratio``: TRPO, the paper;
         ``optim.ppo.clipped_objective``: RLlib's PPO outer step).
+      inner_update: the inner step's direction (``inner_grad``; ``"pg"``: the paper's).
 
     Returns:
       ``(J, post_params)``: the scalar objective and the adapted params ``[T]`` as aux
@@ -153,7 +207,7 @@ def meta_objective(
 
     Transforms: pure JAX; safe under jit, vmap and grad (with ``has_aux=True``).
     """
-    post_params = adapt(theta, pre_batches, inner_lr)
+    post_params = adapt(theta, pre_batches, inner_lr, inner_update)
     return lr_surrogate(post_params, post, sample_objective), post_params
 
 

@@ -78,7 +78,7 @@ def trpo_outer_step(
         lambda th: loss_and_kl(th)[1],
         theta,
         make_kl_hvp=lambda th: meta_kl_hvp(
-            th, sub(pre_batches), sub(post), sub(old_dist), cfg.inner_lr
+            th, sub(pre_batches), sub(post), sub(old_dist), cfg.inner_lr, cfg.inner_update
         ),
         max_kl=cfg.max_kl,
         cg_iters=cfg.cg_iters,
