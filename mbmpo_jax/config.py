@@ -32,7 +32,7 @@ import ml_collections
 
 from mbmpo_jax.dynamics import ACTIVATIONS, COMPUTE_DTYPES, EnsembleConfig
 from mbmpo_jax.envs.tasks import TASKS
-from mbmpo_jax.maml import MetaConfig
+from mbmpo_jax.maml import INNER_UPDATES, MetaConfig
 from mbmpo_jax.policy import PolicyConfig
 
 __all__ = [
@@ -356,8 +356,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         cfg.meta.outer in ("trpo", "ppo"), f"meta.outer must be trpo or ppo, got {cfg.meta.outer!r}"
     )
     need(
-        cfg.meta.inner_update in ("pg", "std_invariant"),
-        f"meta.inner_update must be pg or std_invariant, got {cfg.meta.inner_update!r}",
+        cfg.meta.inner_update in INNER_UPDATES,
+        f"meta.inner_update must be {' or '.join(INNER_UPDATES)}, got {cfg.meta.inner_update!r}",
     )
     need(
         cfg.executor in EXECUTORS,
