@@ -144,6 +144,10 @@ def _cases(dt=jnp.float32):
             lambda k: maml.init_meta_state(k, maml.MetaConfig(), OD, AD).params,
             (jax.random.PRNGKey(6),),
         ),
+        "maml.inner_grad": (
+            lambda p, b: maml.inner_grad(p, b, "std_invariant"),
+            (theta, jax.tree.map(lambda x: x[0], pre)),
+        ),
         "maml.inner_step": (
             lambda p, b: maml.inner_step(p, b, 0.1),
             (theta, jax.tree.map(lambda x: x[0], pre)),
@@ -152,7 +156,8 @@ def _cases(dt=jnp.float32):
         "maml.lr_surrogate": (maml.lr_surrogate, (post_params, post)),
         "maml.masked_mean": (maml.masked_mean, (_f(r, T, R, H), pre.mask)),
         "maml.meta_kl_hvp": (
-            lambda th, v: maml.meta_kl_hvp(th, (pre,), post, dist, 0.1)(v),
+            # the std-invariant step's curvature: the transposed linearisation
+            lambda th, v: maml.meta_kl_hvp(th, (pre,), post, dist, 0.1, "std_invariant")(v),
             (theta, jax.tree.map(jnp.ones_like, theta)),
         ),
         "maml.meta_objective": (lambda th: maml.meta_objective(th, (pre,), post, 0.1)[0], (theta,)),
