@@ -156,8 +156,11 @@ def _cases(dt=jnp.float32):
         "maml.lr_surrogate": (maml.lr_surrogate, (post_params, post)),
         "maml.masked_mean": (maml.masked_mean, (_f(r, T, R, H), pre.mask)),
         "maml.meta_kl_hvp": (
-            # the std-invariant step's curvature: the transposed linearisation
-            lambda th, v: maml.meta_kl_hvp(th, (pre,), post, dist, 0.1, "std_invariant")(v),
+            # both curvatures: the paper's step (symmetric Jacobian) and the std-invariant
+            # one (the transposed linearisation)
+            lambda th, v: tuple(
+                maml.meta_kl_hvp(th, (pre,), post, dist, 0.1, u)(v) for u in maml.INNER_UPDATES
+            ),
             (theta, jax.tree.map(jnp.ones_like, theta)),
         ),
         "maml.meta_objective": (lambda th: maml.meta_objective(th, (pre,), post, 0.1)[0], (theta,)),
