@@ -157,7 +157,8 @@ _CPU_INNER_LR = {"halfcheetah": 1e-4}
 # on seeds 0, 1, 2 against 676 / 659 / 399 with 20 (the stalled seed 2 +127, its episodes 167
 # steps against 136), at about 1.5x the meta phase's cost. On HalfCheetah 30 were measured
 # worse (451 +- 171 against 548 +- 115 at 100k, lower on every seed: the policy's entropy
-# collapses faster) (WORKSPACE.md, issue 15).
+# collapses faster), and 10 worse on the two poor seeds too (95 / 505 against 425 / 518: the
+# entropy stays high, the return does not follow) (WORKSPACE.md, issue 15).
 _CPU_META_STEPS = {"hopper": 30}
 
 
