@@ -286,6 +286,9 @@ def main(argv):
         "device": f"{dev.platform} {dev.device_kind}",
         "num_devices": jax.device_count(),
         "jax": jax.__version__,
+        # float32 products' precision (JAX_DEFAULT_MATMUL_PRECISION): on a GPU "default" lets
+        # XLA use TF32 for them, "highest" (or "float32") keeps full float32
+        "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
         "host": f"{platform.node()} {os.cpu_count()} cpus",
         "cpu": hostinfo.cpu_model(),
         "cpu_bf16_units": hostinfo.bf16_units(),
@@ -294,7 +297,8 @@ def main(argv):
     }
     print(
         f"device: {res['device']} ({res['cpu']}, bfloat16 units: {res['cpu_bf16_units']}) | "
-        f"jax {res['jax']} | env {task.name} | K={k} {hidden} T={t} R={r} H={h}",
+        f"jax {res['jax']} | float32 matmuls: {res['matmul_precision']} | "
+        f"env {task.name} | K={k} {hidden} T={t} R={r} H={h}",
         flush=True,
     )
     matmul_n = 1024 if _QUICK.value else 4096 if dev.platform == "gpu" else 2048
