@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# One device lease's measurements, as one command of at most ~9.5 minutes (the `device`
-# tool's `run`, carrying .whl: see tools/device_wheels.sh and WORKSPACE.md):
-#   1. experiments.benchmark with float32 products as XLA's GPU default has them (TF32
-#      allowed), both ensemble precisions, the whole paper iteration included (issue 18);
-#   2. the same with TF32 off (JAX_DEFAULT_MATMUL_PRECISION=highest), no iteration;
-#   3. the paper configuration on HalfCheetah, seeds 0-2 as one program, for what time is
-#      left (issue 15): its metrics rows and the log come back, its checkpoints do not.
-# Each stage has its own time limit, so a stage that fails or overruns leaves the next its
-# time. Everything lands in $OUT: device.log, bench_*.json, runs.tgz, dmon.txt.
-# MBMPO_DEVICE_CHECK_QUICK=1 runs the same stages at smoke sizes (a dry run on a CPU).
+# A device lease's measurements as one command (the `device` tool's `run`, carrying .whl:
+# see tools/device_wheels.sh and WORKSPACE.md, "Benchmarking and experiments"). Each
+# argument is a stage, run in order:
+#   bench          experiments.benchmark, float32 products at XLA's GPU default (TF32
+#                  allowed), both ensemble precisions, one whole paper iteration (issue 18)
+#   bench_tf32off  the same with TF32 off (JAX_DEFAULT_MATMUL_PRECISION=highest), no iteration
+#   seeds          experiments.bench_seeds, paper configuration, N = 1, 2, 4 (issue 18)
+#   "run NAME ENV FIRST_SEED NUM_SEEDS [--preset=P] [--config.F=V ...]"
+#                  a learning run, the seeds as one program, the paper configuration to
+#                  101k real steps (5,000 + 24 x 4,000) unless the arguments say otherwise
+#                  (issue 15); its run directories' config.json and metrics.csv come back
+# With no argument: bench bench_tf32off "run hc-paper halfcheetah 0 3" (the first lease's).
+# Each stage runs under its own time limit (what is left of MBMPO_DEVICE_BUDGET_S, default
+# 560 s), so a stage that fails or overruns leaves the next its time; a run cut short keeps
+# the rows it wrote (say so when committing it). $OUT gets device.log, dmon.txt (GPU
+# utilisation every 5 s), bench_*.json and runs.tgz: at most 8 files, as the tool allows.
+# MBMPO_DEVICE_CHECK_QUICK=1 runs every stage at smoke sizes (a dry run on a CPU).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/device_out}
@@ -18,6 +25,13 @@ T0=$(date +%s)
 BUDGET=${MBMPO_DEVICE_BUDGET_S:-560}
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
 stamp() { echo "=== $(date -u +%FT%TZ) +$(($(date +%s) - T0))s: $*"; }
+cap() { # cap SECONDS: the smaller of SECONDS and what is left less 20 s for packing up
+  local l=$(($(left) - 20))
+  echo $((l < $1 ? l : $1))
+}
+QUICK=0
+[ "${MBMPO_DEVICE_CHECK_QUICK:-0}" = 1 ] && QUICK=1
+[ $# -eq 0 ] && set -- bench bench_tf32off "run hc-paper halfcheetah 0 3"
 
 stamp install
 if [ -d .whl ]; then
@@ -31,26 +45,41 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
 python3 -c "import jax, brax, mujoco; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)"
 (nvidia-smi dmon -s um -d 5 > "$OUT/dmon.txt" 2>&1 &)
-
-if [ "${MBMPO_DEVICE_CHECK_QUICK:-0}" = 1 ]; then
-  QUICK=(--quick --repeats=1); RUN=(--preset=smoke)
-else
-  QUICK=(--repeats=3); RUN=(--preset=paper --config.num_iterations=24)
-fi
-
-stamp "benchmark, float32 products at XLA's default (TF32 allowed on a GPU)"
-timeout -s KILL 210 python3 -m experiments.benchmark --no_loop "${QUICK[@]}" \
-  --out="$OUT/bench_default.json" || echo "benchmark (default) exit $?"
-
-stamp "benchmark, TF32 off (JAX_DEFAULT_MATMUL_PRECISION=highest), no iteration"
-JAX_DEFAULT_MATMUL_PRECISION=highest timeout -s KILL 110 python3 -m experiments.benchmark \
-  --no_loop --no_iteration "${QUICK[@]}" --out="$OUT/bench_highest.json" \
-  || echo "benchmark (highest) exit $?"
-
-stamp "HalfCheetah, ${RUN[*]}, seeds 0-2 as one program, $(($(left) - 20)) s"
+BENCH=(--no_loop --repeats=3)
+[ $QUICK = 1 ] && BENCH=(--no_loop --quick --repeats=1)
 rm -rf /tmp/runs && mkdir -p /tmp/runs
-timeout -s KILL $(($(left) - 20)) python3 -m experiments.run --env=halfcheetah "${RUN[@]}" \
-  --seed=0 --num_seeds=3 --logdir=/tmp/runs/hc-paper || echo "run exit $?"
-tar czf "$OUT/runs.tgz" -C /tmp/runs --exclude=checkpoints --exclude=.lock . 2>&1
+
+for stage in "$@"; do
+  read -r -a words <<< "$stage"
+  if [ "$(left)" -lt 40 ]; then stamp "skipped (time): $stage"; continue; fi
+  case "${words[0]}" in
+    bench)
+      stamp "benchmark, float32 products at XLA's default (TF32 allowed on a GPU)"
+      timeout -s KILL "$(cap 210)" python3 -m experiments.benchmark "${BENCH[@]}" \
+        --out="$OUT/bench_default.json" || echo "benchmark (default) exit $?" ;;
+    bench_tf32off)
+      stamp "benchmark, TF32 off (JAX_DEFAULT_MATMUL_PRECISION=highest), no iteration"
+      JAX_DEFAULT_MATMUL_PRECISION=highest timeout -s KILL "$(cap 110)" \
+        python3 -m experiments.benchmark "${BENCH[@]}" --no_iteration \
+        --out="$OUT/bench_highest.json" || echo "benchmark (highest) exit $?" ;;
+    seeds)
+      stamp "seeds in one program against one after another, N = 1, 2, 4"
+      P=paper; [ $QUICK = 1 ] && P=smoke
+      timeout -s KILL "$(cap 200)" python3 -m experiments.bench_seeds --env=halfcheetah \
+        --preset=$P --num_seeds=1,2,4 --out="$OUT/bench_seeds.json" || echo "bench_seeds exit $?" ;;
+    run)
+      if [ ${#words[@]} -lt 5 ]; then echo "bad stage: $stage"; continue; fi
+      name=${words[1]} env=${words[2]} first=${words[3]} n=${words[4]}
+      extra=("${words[@]:5}")
+      base=(--preset=paper --config.num_iterations=24)
+      [ $QUICK = 1 ] && base=(--preset=smoke)
+      stamp "run $name: $env seeds $first..$((first + n - 1)) ${base[*]} ${extra[*]}"
+      timeout -s KILL "$(cap 100000)" python3 -m experiments.run --env="$env" "${base[@]}" \
+        --seed="$first" --num_seeds="$n" "${extra[@]}" --logdir="/tmp/runs/$name" \
+        || echo "run $name exit $?" ;;
+    *) echo "unknown stage: $stage" ;;
+  esac
+done
+tar czf "$OUT/runs.tgz" -C /tmp/runs --exclude=checkpoints --exclude=.lock --exclude=tb . 2>&1
 pkill -f "nvidia-smi dmon" 2>/dev/null
 stamp done
