@@ -3,6 +3,7 @@ issue 8 asks for, consistently (ratios recomputed from the raw numbers); bench_m
 bench_ensemble reject bad flags with one line."""
 
 import json
+import os
 
 import pytest
 
@@ -14,11 +15,15 @@ def test_quick_benchmark_json(tmp_path):
     out = tmp_path / "bench" / "quick.json"
     # the whole-iteration timing is the smoke Trainer (compiled and tested elsewhere)
     args = ["--quick", "--repeats=1", "--no_iteration", f"--out={out}"]
-    proc = run_module("experiments.benchmark", *args)
+    # float32 products' precision is recorded (on a GPU it decides whether TF32 is used)
+    env = dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest")
+    proc = run_module("experiments.benchmark", *args, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     for key in ("device", "jax", "precisions", "bfloat16_speedup"):
         assert key in res, key
+    assert res["matmul_precision"] == "highest"
+    assert "float32 matmuls: highest" in proc.stdout
     assert list(res["precisions"]) == ["float32", "bfloat16"]  # the default, in order
     for dtype, p in res["precisions"].items():
         assert p["matmul_flops_per_s"] > 1e8, dtype
