@@ -26,10 +26,14 @@ from mbmpo_jax import ensemble as ensemble_lib
 from mbmpo_jax import policy as pol
 
 __all__ = [
+    "REWARD_ACTIONS",
     "Rollouts",
     "imagine",
     "undiscounted_return",
 ]
+
+# The action the imagined reward is computed from (`imagine`'s `reward_action`).
+REWARD_ACTIONS = ("clipped", "sampled")
 
 DynamicsFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
@@ -39,7 +43,8 @@ class Rollouts(NamedTuple):
 
     obs:  ``[T, R, H, O]`` observation the action was taken in.
     act:  ``[T, R, H, A]`` sampled action *before* clipping (what ``logp`` is of).
-    rew:  ``[T, R, H]`` reward of the clipped action, 0 where ``mask`` is 0.
+    rew:  ``[T, R, H]`` reward of the clipped action (of ``act`` with
+          ``reward_action="sampled"``), 0 where ``mask`` is 0.
     mask: ``[T, R, H]`` 1 while the rollout is alive; the step that ends it counts.
     logp: ``[T, R, H]`` log-prob of ``act`` under the sampling policy.
     last_obs: ``[T, R, O]`` observation after the final step.
@@ -73,6 +78,7 @@ def imagine(
     horizon: int,
     start_obs: jax.Array | None = None,
     obs_clip: float = 1000.0,
+    reward_action: str = "clipped",
 ) -> Rollouts:
     """Samples ``R`` rollouts of horizon ``H`` per task in that task's model.
 
@@ -91,10 +97,16 @@ def imagine(
         buffer); default draws them from ``task.init_obs``.
       obs_clip: imagined states are clipped to ``+-obs_clip`` (as the original code)
         so a diverging model cannot overflow the policy or the baseline.
+      reward_action: the action the reward is computed from: ``"clipped"`` (the one the
+        model steps with, as in the real environment) or ``"sampled"`` (the policy's
+        sample before clipping, as the original code's imagined reward: its control cost
+        then also penalises the part outside the bounds).
 
     Returns:
       ``Rollouts`` with arrays ``[T, R, H, ...]`` in the params' dtype (module docstring).
     """
+    if reward_action not in REWARD_ACTIONS:
+        raise ValueError(f"reward_action must be one of {REWARD_ACTIONS}, got {reward_action!r}")
     num_tasks = jax.tree.leaves(policy_params)[0].shape[0]
     ensemble_lib.task_to_member(num_tasks, ensemble_lib.num_members(models))  # T % K == 0
     r = rollouts_per_task
@@ -121,7 +133,7 @@ def imagine(
         # batch; the clip keeps finite-but-exploding states bounded.
         finite = jnp.all(jnp.isfinite(next_obs), axis=-1)
         next_obs = jnp.where(finite[..., None], jnp.clip(next_obs, -obs_clip, obs_clip), obs)
-        rew = task.reward(obs, act_env, next_obs)
+        rew = task.reward(obs, act if reward_action == "sampled" else act_env, next_obs)
         rew = jnp.where(alive & finite & jnp.isfinite(rew), rew, 0.0).astype(dtype)
         mask = alive.astype(dtype)
         alive = alive & finite & ~task.done(next_obs)

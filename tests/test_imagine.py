@@ -44,7 +44,7 @@ def _task_params(key, t, hidden=(8,), init_std=1.0):
     return jax.vmap(lambda k: pol.init(k, 2, 2, hidden, init_std))(keys)
 
 
-def _run(key, params, models, task, r, h, start_obs=None, obs_clip=1000.0):
+def _run(key, params, models, task, r, h, start_obs=None, obs_clip=1000.0, reward_action="clipped"):
     f = jax.jit(
         lambda k, p, m, s: im.imagine(
             k,
@@ -56,6 +56,7 @@ def _run(key, params, models, task, r, h, start_obs=None, obs_clip=1000.0):
             horizon=h,
             start_obs=s,
             obs_clip=obs_clip,
+            reward_action=reward_action,
         )
     )
     return f(key, params, models, start_obs)
@@ -111,10 +112,13 @@ def _np_mlp(params, i, obs):
     return mean, np.asarray(params["log_std"][i], np.float64)
 
 
-@pytest.mark.parametrize("given_starts", [False, True])
-def test_done_masking_and_clipping_match_python_replay(given_starts):
+@pytest.mark.parametrize(
+    "given_starts, reward_action", [(False, "clipped"), (True, "clipped"), (False, "sampled")]
+)
+def test_done_masking_and_clipping_match_python_replay(given_starts, reward_action):
     """Replays the sampled (unclipped) actions in a Python loop with clipping, dynamics,
-    reward, done and log-prob written independently."""
+    reward, done and log-prob written independently. The model always steps with the
+    clipped action; the reward's control cost takes the clipped or the sampled one."""
     t, k, r, h = 4, 2, 6, 12
     task = ToyTask(x_done=0.3)
     params = _task_params(jax.random.PRNGKey(3), t, init_std=1.5)
@@ -122,7 +126,9 @@ def test_done_masking_and_clipping_match_python_replay(given_starts):
     starts = None
     if given_starts:
         starts = jax.random.uniform(jax.random.PRNGKey(9), (t, r, 2), minval=-0.2, maxval=0.25)
-    out = _run(jax.random.PRNGKey(4), params, models, task, r, h, start_obs=starts)
+    out = _run(
+        jax.random.PRNGKey(4), params, models, task, r, h, starts, reward_action=reward_action
+    )
     obs, act = np.asarray(out.obs, np.float64), np.asarray(out.act, np.float64)
     shifts = np.asarray(models["shift"], np.float64)
     assert np.any(np.abs(act) > 1.0), "test should exercise action clipping"
@@ -142,7 +148,8 @@ def test_done_masking_and_clipping_match_python_replay(given_starts):
                 np.testing.assert_allclose(out.logp[i, j, s], logp, rtol=1e-4, atol=1e-4)
                 a_env = np.clip(a, -1.0, 1.0)
                 nxt = o + 0.1 * a_env + shifts[i // (t // k)]
-                rew = (nxt[0] - o[0]) - 0.01 * np.sum(a_env**2)
+                a_rew = a if reward_action == "sampled" else a_env
+                rew = (nxt[0] - o[0]) - 0.01 * np.sum(a_rew**2)
                 assert out.mask[i, j, s] == float(alive)
                 np.testing.assert_allclose(out.rew[i, j, s], rew if alive else 0.0, atol=1e-5)
                 if alive and nxt[0] > 0.3:
@@ -150,6 +157,23 @@ def test_done_masking_and_clipping_match_python_replay(given_starts):
                     n_done += 1
                 o = nxt
     assert 0 < n_done < t * r, "test should have both finished and unfinished rollouts"
+
+
+def test_reward_action_sampled_adds_the_cost_outside_the_bounds():
+    """Same key, same states and actions: the two rewards differ by exactly the control
+    cost of the part of each action outside the bounds, and a bad value is refused."""
+    t, k, r, h = 2, 1, 8, 6
+    task = ToyTask(x_done=10.0)
+    params = _task_params(jax.random.PRNGKey(5), t, init_std=2.0)
+    args = (jax.random.PRNGKey(6), params, _models(k), task, r, h)
+    clipped, sampled = _run(*args), _run(*args, reward_action="sampled")
+    np.testing.assert_array_equal(clipped.obs, sampled.obs)
+    act = np.asarray(clipped.act, np.float64)
+    extra = 0.01 * np.sum(act**2 - np.clip(act, -1.0, 1.0) ** 2, axis=-1)
+    assert np.any(extra > 1e-3), "test should exercise actions outside the bounds"
+    np.testing.assert_allclose(clipped.rew - sampled.rew, extra, atol=1e-5)
+    with pytest.raises(ValueError, match="reward_action"):
+        im.imagine(*args[:4], shift_dynamics, rollouts_per_task=r, horizon=h, reward_action="raw")
 
 
 def test_state_clip_and_nonfinite_model():

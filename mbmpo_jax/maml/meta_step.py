@@ -81,6 +81,11 @@ class MetaConfig:
     baseline_reg: float = 1e-5
     normalize_adv: bool = True
     obs_clip: float = 1000.0
+    # the action the imagined reward is computed from: "clipped" (the one the model steps
+    # with, as the real environment) | "sampled" (the policy's sample before clipping, as
+    # the original code's imagined reward, whose control cost then also penalises actions
+    # outside the bounds; its models also took the unclipped action, which this does not)
+    reward_action: str = "clipped"
     # "reset": task.init_obs; "buffer": uniform draws from states passed to the step
     # (the real buffer's observations in a run: the paper's long-horizon variant).
     start_from: str = "reset"
@@ -107,6 +112,11 @@ class MetaConfig:
     def __post_init__(self):
         if self.outer not in ("trpo", "ppo"):
             raise ValueError(f"outer must be 'trpo' or 'ppo', got {self.outer!r}")
+        if self.reward_action not in imagine_lib.REWARD_ACTIONS:
+            raise ValueError(
+                f"reward_action must be one of {imagine_lib.REWARD_ACTIONS}, "
+                f"got {self.reward_action!r}"
+            )
         if self.start_from not in ("reset", "buffer"):
             raise ValueError(f"start_from must be 'reset' or 'buffer', got {self.start_from!r}")
         if self.inner_update not in INNER_UPDATES:
@@ -260,6 +270,7 @@ def make_meta_step(
             horizon=cfg.horizon,
             start_obs=starts,
             obs_clip=cfg.obs_clip,
+            reward_action=cfg.reward_action,
         )
         adv = returns_lib.compute_advantages(
             rollouts.obs,
