@@ -78,6 +78,7 @@ PUBLIC = {
         "task_to_member",
     ],
     "mbmpo_jax.imagine": [
+        "REWARD_ACTIONS",
         "Rollouts",
         "imagine",
         "undiscounted_return",
