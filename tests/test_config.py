@@ -38,6 +38,12 @@ def test_default_budget_is_tasks_times_horizon():
     assert cpu.meta.num_meta_steps == paper.meta.num_meta_steps == 30
     assert config_lib.get_config("walker2d", "cpu").meta.num_meta_steps == 20
     assert (paper.ensemble.compute_dtype, paper.ensemble.patience) == ("float32", 0)
+    # issue 15's measurement: the authors' imagined reward (the unclipped sample) in the
+    # paper's configuration, the environment's (the clipped action) in the cpu preset
+    assert paper.meta.reward_action == config_lib.meta_config(paper).reward_action == "sampled"
+    assert {config_lib.get_config(e, "cpu").meta.reward_action for e in config_lib.TASKS} == {
+        "clipped"
+    }
 
 
 def test_buffer_estimate_by_hand_and_refusal():
@@ -103,6 +109,12 @@ def test_config_json_of_older_runs_keeps_their_behaviour():
     assert old.ensemble.hidden == cfg.ensemble.hidden  # the rest from the preset
     raw["ensemble"]["patience"] = 7
     assert config_lib.from_json(json.dumps(raw)).ensemble.patience == 7
+    # the paper preset's imagined reward became the sampled action's; older runs scored
+    # the clipped one
+    paper = json.loads(config_lib.to_json(config_lib.get_config("halfcheetah", "paper")))
+    assert paper["meta"]["reward_action"] == "sampled"
+    del paper["meta"]["reward_action"]
+    assert config_lib.from_json(json.dumps(paper)).meta.reward_action == "clipped"
 
 
 def test_json_round_trip():
