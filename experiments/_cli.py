@@ -1,5 +1,5 @@
-"""What the CLIs share: one-line errors with exit code 2, a parser for a CLI's own flags, and
-the run's ETA."""
+"""What the CLIs share: one-line errors with exit code 2, a parser for a CLI's own flags, the
+check of an output path, and the run's ETA."""
 
 from __future__ import annotations
 
@@ -15,6 +15,21 @@ def fail(msg: str, code: int = 2) -> NoReturn:
     """Prints `error: msg` as one line on stderr and exits (2: bad input)."""
     print(f"error: {msg}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def check_out(path: str, force: bool) -> None:
+    """Fails fast (before minutes of measuring) on an --out that exists or cannot be made."""
+    if os.path.isdir(path):
+        fail(f"--out={path} is a directory; give a file name")
+    if os.path.exists(path) and not force:
+        fail(f"--out={path} exists; pass --force to replace it, or another --out")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create the directory of --out={path}: {e.strerror or e}")
+    if not os.access(parent, os.W_OK):
+        fail(f"cannot write into {parent} (--out={path})")
 
 
 def own_flags_parser(

@@ -10,12 +10,15 @@ Run::
 
     python -m experiments.bench_seeds --env=halfcheetah --preset=cpu --num_seeds=1,2,4
 
-Bad values: one-line error, exit code 2.
+With --out, the JSON is rewritten after every N (a run cut short keeps what it measured); an
+existing --out is refused without --force, before anything is measured. Bad values:
+one-line error, exit code 2.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -23,7 +26,7 @@ import jax
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
-from experiments._cli import fail, own_flags_parser
+from experiments._cli import check_out, fail, own_flags_parser
 from mbmpo_jax import config as config_lib
 from mbmpo_jax import mbmpo, seeds
 
@@ -34,7 +37,12 @@ _NUM_SEEDS = flags.DEFINE_list("num_seeds", ["1", "2", "4"], "values of N", flag
 _ITERATIONS = flags.DEFINE_integer(
     "iterations", 2, "timed iterations per N", lower_bound=1, flag_values=_FLAGS
 )
-_OUT = flags.DEFINE_string("out", None, "also write the results as JSON here", flag_values=_FLAGS)
+_OUT = flags.DEFINE_string(
+    "out", None, "also write the results as JSON here (after every N)", flag_values=_FLAGS
+)
+_FORCE = flags.DEFINE_bool(
+    "force", False, "allow --out to replace an existing file", flag_values=_FLAGS
+)
 
 
 def _time_program(cfg, trainer, n: int, iterations: int) -> dict[str, float]:
@@ -90,25 +98,32 @@ def main(argv: list[str]) -> None:
         config_lib.validate(cfg)
     except config_lib.ConfigError as e:
         fail(str(e))
+    if _OUT.value:
+        check_out(_OUT.value, _FORCE.value)
     trainer = mbmpo.Trainer(cfg)
     dev = jax.devices()[0]
     print(f"bench_seeds | {dev.platform} {dev.device_kind} | jax {jax.__version__}", flush=True)
     results = []
     for n in ns:
+        start = time.perf_counter()
         one = _time_program(cfg, trainer, n, _ITERATIONS.value)
         sep = _time_separate(cfg, trainer, n, _ITERATIONS.value)
         row = {"num_seeds": n, "program": one, "separate": sep}
         row["speedup"] = sep["iteration_s"] / one["iteration_s"]
+        row["wall_s"] = time.perf_counter() - start  # compiles and untimed iterations too
         results.append(row)
         print(
             f"N={n}: one program {one['iteration_s']:.1f} s/iteration (fit {one['fit_s']:.1f}, "
             f"meta {one['meta_s']:.1f}) | separately {sep['iteration_s']:.1f} s (fit "
-            f"{sep['fit_s']:.1f}, meta {sep['meta_s']:.1f}) | speed-up {row['speedup']:.2f}x",
+            f"{sep['fit_s']:.1f}, meta {sep['meta_s']:.1f}) | speed-up {row['speedup']:.2f}x "
+            f"| {row['wall_s']:.0f} s for this N",
             flush=True,
         )
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump({"env": cfg.env, "preset": cfg.preset, "results": results}, f, indent=1)
+        if _OUT.value:  # after every N, so a run cut short keeps what it measured
+            tmp = _OUT.value + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"env": cfg.env, "preset": cfg.preset, "results": results}, f, indent=1)
+            os.replace(tmp, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401
-from experiments._cli import fail, own_flags_parser
+from experiments._cli import check_out, fail, own_flags_parser
 
 _OUT = flags.DEFINE_string("out", None, "write the results as JSON here (a new file)")
 _FORCE = flags.DEFINE_bool("force", False, "allow --out to replace an existing file")
@@ -174,21 +174,6 @@ def bench_iteration(cfg):
     }
 
 
-def _check_out(path: str, force: bool) -> None:
-    """Fails fast (before minutes of measuring) on an --out that exists or cannot be made."""
-    if os.path.isdir(path):
-        fail(f"--out={path} is a directory; give a file name")
-    if os.path.exists(path) and not force:
-        fail(f"--out={path} exists; pass --force to replace it, or another --out")
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        fail(f"cannot create the directory of --out={path}: {e.strerror or e}")
-    if not os.access(parent, os.W_OK):
-        fail(f"cannot write into {parent} (--out={path})")
-
-
 def _bench_precision(task, cfg, dtype, matmul_n, repeats, loop) -> dict:
     """Yardstick, imagination, fit, meta step and (unless --no_iteration) one iteration,
     with the ensemble's wide layers in ``dtype``; prints a line per measurement. ``loop``:
@@ -274,7 +259,7 @@ def main(argv):
     if bad or not _DTYPES.value or len(set(_DTYPES.value)) != len(_DTYPES.value):
         fail(f"--compute_dtypes: give distinct values of {', '.join(dynamics.COMPUTE_DTYPES)}")
     if _OUT.value:
-        _check_out(_OUT.value, _FORCE.value)
+        check_out(_OUT.value, _FORCE.value)
     cfg = config_lib.get_config(task.name, "smoke" if _QUICK.value else "paper")
     repeats = _REPEATS.value
     k, hidden = cfg.ensemble.num_models, tuple(cfg.ensemble.hidden)

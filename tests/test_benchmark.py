@@ -1,4 +1,4 @@
-"""experiments.benchmark and experiments.bench_meta: they run, and their JSON holds what
+"""experiments.benchmark, bench_meta and bench_seeds: they run, and their JSON holds what
 issue 8 asks for, consistently (ratios recomputed from the raw numbers); bench_meta and
 bench_ensemble reject bad flags with one line."""
 
@@ -54,6 +54,28 @@ def test_quick_benchmark_json(tmp_path):
     proc = run_module("experiments.benchmark", "--quick", f"--out={out}")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ")
     assert "exists" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert out.read_text() == before
+
+
+@pytest.mark.slow
+def test_bench_seeds_json_and_refusal(tmp_path):
+    out = tmp_path / "seeds.json"
+    args = ["--preset=smoke", "--num_seeds=1", "--iterations=1", f"--out={out}"]
+    proc = run_module("experiments.bench_seeds", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert (res["env"], res["preset"]) == ("halfcheetah", "smoke")
+    (row,) = res["results"]
+    assert row["num_seeds"] == 1 and row["wall_s"] > 0
+    assert row["speedup"] == pytest.approx(
+        row["separate"]["iteration_s"] / row["program"]["iteration_s"]
+    )
+    assert "N=1: one program" in proc.stdout
+    # an existing --out is refused before anything is measured, and left as it was
+    before = out.read_text()
+    proc = run_module("experiments.bench_seeds", *args)
+    assert proc.returncode == 2 and "exists" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "N=1" not in proc.stdout
     assert out.read_text() == before
 
 
