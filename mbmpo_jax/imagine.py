@@ -32,7 +32,8 @@ __all__ = [
     "undiscounted_return",
 ]
 
-# The action the imagined reward is computed from (`imagine`'s `reward_action`).
+# The action the imagined reward is computed from (`imagine`'s `reward_action`), and the one
+# the models step with (`model_action`): the sample clipped to the bounds, or the sample.
 REWARD_ACTIONS = ("clipped", "sampled")
 
 DynamicsFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -79,6 +80,7 @@ def imagine(
     start_obs: jax.Array | None = None,
     obs_clip: float = 1000.0,
     reward_action: str = "clipped",
+    model_action: str = "clipped",
 ) -> Rollouts:
     """Samples ``R`` rollouts of horizon ``H`` per task in that task's model.
 
@@ -101,12 +103,18 @@ def imagine(
         model steps with, as in the real environment) or ``"sampled"`` (the policy's
         sample before clipping, as the original code's imagined reward: its control cost
         then also penalises the part outside the bounds).
+      model_action: the action the models step with: ``"clipped"`` (as the real
+        environment) or ``"sampled"`` (as the original code, whose models were fitted on
+        and stepped with the policy's unclipped samples; pair it with models fitted on
+        `RealBatch.sampled_act`).
 
     Returns:
       ``Rollouts`` with arrays ``[T, R, H, ...]`` in the params' dtype (module docstring).
     """
     if reward_action not in REWARD_ACTIONS:
         raise ValueError(f"reward_action must be one of {REWARD_ACTIONS}, got {reward_action!r}")
+    if model_action not in REWARD_ACTIONS:
+        raise ValueError(f"model_action must be one of {REWARD_ACTIONS}, got {model_action!r}")
     num_tasks = jax.tree.leaves(policy_params)[0].shape[0]
     ensemble_lib.task_to_member(num_tasks, ensemble_lib.num_members(models))  # T % K == 0
     r = rollouts_per_task
@@ -128,7 +136,8 @@ def imagine(
         logp = pol.log_prob(mean, log_std, act)
         act_env = jnp.clip(act, act_low, act_high)
         # task t steps in model t // (T // K); each model steps its tasks in one batch
-        next_obs = ensemble_lib.apply_per_task(dynamics_fn, models, obs, act_env).astype(dtype)
+        act_model = act if model_action == "sampled" else act_env
+        next_obs = ensemble_lib.apply_per_task(dynamics_fn, models, obs, act_model).astype(dtype)
         # A model that returns NaN/inf ends the rollout there instead of poisoning the
         # batch; the clip keeps finite-but-exploding states bounded.
         finite = jnp.all(jnp.isfinite(next_obs), axis=-1)

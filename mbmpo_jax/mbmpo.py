@@ -296,7 +296,7 @@ class Trainer:
     def _add(self, buf, batch: native.RealBatch):
         """The batch's valid transitions into the buffer, padded to the batch's full size
         (one compiled add per collection size: the warm-up's and the iterations')."""
-        obs, act, next_obs = batch.transitions()
+        obs, act, next_obs = batch.transitions(self.meta_cfg.model_action)
         if not (np.isfinite(obs).all() and np.isfinite(next_obs).all()):
             raise NonFiniteError(f"{self.task.name}: the simulator returned NaN/inf observations")
         n, size = obs.shape[0], batch.mask.size
@@ -397,7 +397,7 @@ class Trainer:
             model_metrics.ensemble_diagnostics(
                 ens,
                 batch.obs.reshape(-1, self.task.obs_dim),
-                batch.act.reshape(-1, self.task.act_dim),
+                batch.actions(self.meta_cfg.model_action).reshape(-1, self.task.act_dim),
                 batch.next_obs.reshape(-1, self.task.obs_dim),
                 batch.mask.reshape(-1).astype(np.float32),
             )
@@ -442,7 +442,7 @@ class Trainer:
                     diags.model_std, diags.kl_pre_post, np.ones_like(diags.kl_pre_post)
                 )
             ),
-            **model_metrics.open_loop_metrics(ens, collected),
+            **model_metrics.open_loop_metrics(ens, collected, self.meta_cfg.model_action),
             "Meta/ImaginedPreReturn": float(np.mean(last.pre_return)),
             "Meta/ImaginedPreLength": float(np.mean(last.alive_frac) * self.meta_cfg.horizon),
             "Meta/ImaginedPostReturn": float(np.mean(last.post_return)),

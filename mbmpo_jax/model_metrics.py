@@ -67,9 +67,12 @@ def _open_loop_error(ens: dynamics.EnsembleState, obs, act, first, inv_var):
     return err, age
 
 
-def open_loop_metrics(ens: dynamics.EnsembleState, collected: native.Collection) -> dict:
+def open_loop_metrics(
+    ens: dynamics.EnsembleState, collected: native.Collection, action: str = "clipped"
+) -> dict:
     """`Model/OpenLoopErr{k}`: mean normalised k-step open-loop error (see `_open_loop_error`)
-    over models and the collection's episodes that lasted k steps (nan if none did).
+    over models and the collection's episodes that lasted k steps (nan if none did). The
+    models are given `action` (`RealBatch.actions`: the one they were fitted on).
 
     Transforms: host-side (reads a `native.Collection`); not for jit/vmap/grad.
     """
@@ -77,7 +80,7 @@ def open_loop_metrics(ens: dynamics.EnsembleState, collected: native.Collection)
     valid = b.obs[b.mask]
     inv_var = 1.0 / (valid.var(axis=0) + 1e-6)
     err, age = jax.device_get(
-        _open_loop_error(ens, b.obs, b.act, collected.first, inv_var.astype(np.float32))
+        _open_loop_error(ens, b.obs, b.actions(action), collected.first, inv_var.astype(np.float32))
     )
     mask = b.mask.T  # [S, N]
     out = {}

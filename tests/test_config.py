@@ -68,6 +68,8 @@ def test_buffer_estimate_by_hand_and_refusal():
         ("num_iterations", -1, "num_iterations must be >= 0"),
         ("steps_per_iteration", -5, "steps_per_iteration must be >= 0"),
         ("total_steps", 0, "total_steps must be positive"),
+        ("meta.reward_action", "raw", "meta: reward_action must be one of"),
+        ("meta.model_action", "unclipped", "meta: model_action must be one of"),
     ],
 )
 def test_validate_refuses(field, value, message):

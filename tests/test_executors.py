@@ -66,6 +66,10 @@ def test_mjx_collect_matches_native_collect(executors):
     np.testing.assert_array_equal(got.batch.done, ref.batch.done)
     m = ref.batch.mask
     np.testing.assert_allclose(got.batch.act[m], ref.batch.act[m], atol=1e-6)
+    # uniform draws inside the bounds: the policy's samples are the applied actions
+    for b in (got.batch, ref.batch):
+        assert b.sampled_act.dtype == np.float32
+        np.testing.assert_array_equal(b.sampled_act[m], b.act[m])
     np.testing.assert_allclose(got.batch.obs[m], ref.batch.obs[m], atol=1e-3)
     np.testing.assert_allclose(got.batch.next_obs[m], ref.batch.next_obs[m], atol=1e-3)
     np.testing.assert_allclose(got.batch.reward, ref.batch.reward, atol=1e-5)
@@ -130,7 +134,22 @@ def test_actions_are_clipped_and_non_finite_ones_refused(executors, name):
     big = _constant_policies(np.full((N, 1), 50.0))
     # The budget of the test above: MJX reuses its compiled program.
     coll = ex.collect(mbmpo.act_per_env, big, jax.random.PRNGKey(0), N * 30)
-    np.testing.assert_array_equal(coll.batch.act[coll.batch.mask], TASK.act_high[0])
+    b = coll.batch
+    np.testing.assert_array_equal(b.act[b.mask], TASK.act_high[0])
+    # the policy's sample is kept beside the applied action (the original code's models
+    # were fitted on it)
+    np.testing.assert_allclose(b.sampled_act[b.mask], 50.0, atol=1e-4)  # std e^-30
+    obs, act, next_obs = b.transitions()
+    obs_s, act_s, next_s = b.transitions("sampled")
+    np.testing.assert_array_equal(act, TASK.act_high[0])
+    np.testing.assert_allclose(act_s, 50.0, atol=1e-4)
+    np.testing.assert_array_equal(obs_s, obs)
+    np.testing.assert_array_equal(next_s, next_obs)
+    with pytest.raises(ValueError, match="'clipped' or 'sampled'"):
+        b.actions("raw")
+    rolled = ex.rollout(mbmpo.act_per_env, big, jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(rolled.act[rolled.mask], TASK.act_high[0])
+    np.testing.assert_allclose(rolled.sampled_act[rolled.mask], 50.0, atol=1e-4)
     bad = _constant_policies(np.asarray([[0.0], [np.nan], [0.0], [0.0]]))
     with pytest.raises(ValueError, match=r"non-finite action for env\(s\) \[1\]"):
         ex.collect(mbmpo.act_per_env, bad, jax.random.PRNGKey(0), N * 30)

@@ -44,7 +44,18 @@ def _task_params(key, t, hidden=(8,), init_std=1.0):
     return jax.vmap(lambda k: pol.init(k, 2, 2, hidden, init_std))(keys)
 
 
-def _run(key, params, models, task, r, h, start_obs=None, obs_clip=1000.0, reward_action="clipped"):
+def _run(
+    key,
+    params,
+    models,
+    task,
+    r,
+    h,
+    start_obs=None,
+    obs_clip=1000.0,
+    reward_action="clipped",
+    model_action="clipped",
+):
     f = jax.jit(
         lambda k, p, m, s: im.imagine(
             k,
@@ -57,6 +68,7 @@ def _run(key, params, models, task, r, h, start_obs=None, obs_clip=1000.0, rewar
             start_obs=s,
             obs_clip=obs_clip,
             reward_action=reward_action,
+            model_action=model_action,
         )
     )
     return f(key, params, models, start_obs)
@@ -113,12 +125,18 @@ def _np_mlp(params, i, obs):
 
 
 @pytest.mark.parametrize(
-    "given_starts, reward_action", [(False, "clipped"), (True, "clipped"), (False, "sampled")]
+    "given_starts, reward_action, model_action",
+    [
+        (False, "clipped", "clipped"),
+        (True, "clipped", "clipped"),
+        (False, "sampled", "clipped"),
+        (False, "sampled", "sampled"),
+    ],
 )
-def test_done_masking_and_clipping_match_python_replay(given_starts, reward_action):
+def test_done_masking_and_clipping_match_python_replay(given_starts, reward_action, model_action):
     """Replays the sampled (unclipped) actions in a Python loop with clipping, dynamics,
-    reward, done and log-prob written independently. The model always steps with the
-    clipped action; the reward's control cost takes the clipped or the sampled one."""
+    reward, done and log-prob written independently. The model steps with the clipped or
+    the sampled action; the reward's control cost takes the clipped or the sampled one."""
     t, k, r, h = 4, 2, 6, 12
     task = ToyTask(x_done=0.3)
     params = _task_params(jax.random.PRNGKey(3), t, init_std=1.5)
@@ -127,7 +145,15 @@ def test_done_masking_and_clipping_match_python_replay(given_starts, reward_acti
     if given_starts:
         starts = jax.random.uniform(jax.random.PRNGKey(9), (t, r, 2), minval=-0.2, maxval=0.25)
     out = _run(
-        jax.random.PRNGKey(4), params, models, task, r, h, starts, reward_action=reward_action
+        jax.random.PRNGKey(4),
+        params,
+        models,
+        task,
+        r,
+        h,
+        starts,
+        reward_action=reward_action,
+        model_action=model_action,
     )
     obs, act = np.asarray(out.obs, np.float64), np.asarray(out.act, np.float64)
     shifts = np.asarray(models["shift"], np.float64)
@@ -147,7 +173,8 @@ def test_done_masking_and_clipping_match_python_replay(given_starts, reward_acti
                 logp = np.sum(-((a - mean) ** 2) / (2 * std**2) - np.log(std * np.sqrt(2 * np.pi)))
                 np.testing.assert_allclose(out.logp[i, j, s], logp, rtol=1e-4, atol=1e-4)
                 a_env = np.clip(a, -1.0, 1.0)
-                nxt = o + 0.1 * a_env + shifts[i // (t // k)]
+                a_model = a if model_action == "sampled" else a_env
+                nxt = o + 0.1 * a_model + shifts[i // (t // k)]
                 a_rew = a if reward_action == "sampled" else a_env
                 rew = (nxt[0] - o[0]) - 0.01 * np.sum(a_rew**2)
                 assert out.mask[i, j, s] == float(alive)
@@ -174,6 +201,8 @@ def test_reward_action_sampled_adds_the_cost_outside_the_bounds():
     np.testing.assert_allclose(clipped.rew - sampled.rew, extra, atol=1e-5)
     with pytest.raises(ValueError, match="reward_action"):
         im.imagine(*args[:4], shift_dynamics, rollouts_per_task=r, horizon=h, reward_action="raw")
+    with pytest.raises(ValueError, match="model_action"):
+        im.imagine(*args[:4], shift_dynamics, rollouts_per_task=r, horizon=h, model_action="raw")
 
 
 def test_state_clip_and_nonfinite_model():

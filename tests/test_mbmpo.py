@@ -114,3 +114,22 @@ def test_diverging_fit_raises(trainer, monkeypatch):
 def test_warmup_steps_exact(trainer):
     state = trainer.init(jax.random.PRNGKey(4))
     assert int(state.n_timesteps) == 200 == int(buffer_lib.size(state.buffer))
+
+
+def test_model_action_sampled_fits_and_imagines_with_the_policy_samples():
+    """`meta.model_action=sampled` (the original code): the buffer keeps the policy's
+    unclipped samples of each collection (the warm-up's uniform draws are in bounds)."""
+    cfg = _cfg(model_action="sampled")
+    cfg.policy.init_std = 5.0  # samples well outside the pendulum's [-3, 3]
+    tr = mbmpo.Trainer(cfg)
+    assert tr.meta_cfg.model_action == "sampled"
+    state = tr.init(jax.random.PRNGKey(2))
+    high = float(tr.task.act_high[0])
+    n_warm = int(buffer_lib.size(state.buffer))
+    assert np.all(np.abs(np.asarray(state.buffer.act)[:n_warm]) <= high)
+    state, row = tr.iteration(state)
+    n = int(buffer_lib.size(state.buffer))
+    new = np.asarray(state.buffer.act)[n_warm:n]
+    assert n == int(state.n_timesteps) > n_warm
+    assert np.any(np.abs(new) > high), "the collection's unclipped samples are stored"
+    assert np.isfinite(row["Model/OneStepMSE"]) and np.isfinite(row["Model/OpenLoopErr1"])

@@ -21,7 +21,8 @@ The contract, for an executor of N environments of `task`:
   function, so compiled programs are reused); environment i takes row i of its output, so
   per-environment policies (`mbmpo.act_per_env`) keep environment i on policy i.
   Actions are clipped to the task's bounds before they reach the physics and are stored
-  clipped; a non-finite action raises `ValueError`.
+  clipped (`act`), beside the policy's sample itself (`sampled_act`); a non-finite action
+  raises `ValueError`.
 * Resets are `task.init_state(k, (N,))` and the keys are used the same way by both
   executors: with the same `key` and `act_fn`, they start from the same states and draw the
   same action noise, and differ only by the physics' rounding (MJX computes in float32

@@ -136,7 +136,8 @@ def rollout(
 
     Returns:
       RealBatch of jax arrays: `obs`, `next_obs [N, H, O]`, `act [N, H, A]` (applied,
-      clipped), `reward`, `done`, `mask [N, H]`. `mask[:, t]` is True while no earlier
+      clipped), `reward`, `done`, `mask [N, H]`, `sampled_act [N, H, A]` (the policy's
+      sample before clipping). `mask[:, t]` is True while no earlier
       transition was done; an ended episode is frozen (later entries repeat its last
       observation, reward and done 0), so `returns` (= sum of reward * mask) excludes
       everything after the first done.
@@ -169,20 +170,21 @@ def _rollout(env: MjxEnv, act_fn: ActFn, num_envs: int, horizon: int, params, ke
     def body(carry, k):
         state, alive = carry
         obs = state.obs
-        act = jnp.clip(act_fn(params, k, obs), env._low, env._high)
+        raw = act_fn(params, k, obs)
+        act = jnp.clip(raw, env._low, env._high)
         # Ended episodes keep their last state (MuJoCo is not stepped past a done in the
         # native executor either), and report no reward and no done.
         nstate = _where_tree(alive, v_step(state, act), state)
         reward = jnp.where(alive, nstate.reward, 0.0)
         done = alive & (nstate.done > 0)
-        out = (obs, act, nstate.obs, reward, done, alive)
+        out = (obs, act, nstate.obs, reward, done, alive, raw)
         return (nstate, alive & ~done), out
 
     keys = jax.random.split(key, horizon)
     alive0 = jnp.ones((num_envs,), bool)
-    _, (obs, act, next_obs, reward, done, mask) = jax.lax.scan(body, (state, alive0), keys)
+    _, outs = jax.lax.scan(body, (state, alive0), keys)
     to_nh = lambda x: jnp.swapaxes(x, 0, 1)  # [H, N, ...] -> [N, H, ...]
-    return RealBatch(*(to_nh(x) for x in (obs, act, next_obs, reward, done, mask)))  # type: ignore[arg-type]
+    return RealBatch(*(to_nh(x) for x in outs))  # type: ignore[arg-type]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
@@ -211,11 +213,12 @@ def _collect(env: MjxEnv, act_fn: ActFn, num_envs: int, num_steps: int, horizon:
         ep_len = jnp.where(ended, 0, ep_len)
         first = (t == 0) | ended
         active = jnp.where(t == steps - 1, active_last, True)
-        act = jnp.clip(act_fn(params, step_k, state.obs), env._low, env._high)
+        raw = act_fn(params, step_k, state.obs)
+        act = jnp.clip(raw, env._low, env._high)
         nstate = _where_tree(active, v_step(state, act), state)
         reward = jnp.where(active, nstate.reward, 0.0)
         done = active & (nstate.done > 0)
-        out = (state.obs, act, nstate.obs, reward, done, active, first)
+        out = (state.obs, act, nstate.obs, reward, done, active, first, raw)
         return (nstate, ep_len + active), out
 
     state0 = _reset_batch(env, reset_keys[0], n)
@@ -258,6 +261,7 @@ class MjxExecutor:
             act=batch.act.astype(np.float32),
             next_obs=batch.next_obs.astype(np.float32),
             reward=batch.reward.astype(np.float32),
+            sampled_act=batch.sampled_act.astype(np.float32),
         )
 
     def collect(
@@ -272,10 +276,10 @@ class MjxExecutor:
         if num_steps <= 0 or horizon <= 0:
             raise ValueError(f"num_steps and horizon must be positive, got {num_steps}, {horizon}")
         outs = _collect(self.env, act_fn, self.num_envs, int(num_steps), horizon, params, key)
-        obs, act, next_obs, reward, done, mask, first = (np.asarray(x) for x in outs)
+        obs, act, next_obs, reward, done, mask, first, raw = (np.asarray(x) for x in outs)
         _check_actions(self.task, act, mask)
         f32 = lambda x: x.astype(np.float32)
-        batch = RealBatch(f32(obs), f32(act), f32(next_obs), f32(reward), done, mask)
+        batch = RealBatch(f32(obs), f32(act), f32(next_obs), f32(reward), done, mask, f32(raw))
         returns, lengths = native.complete_episodes(batch.reward, done, first, mask, horizon)
         return Collection(batch, first, returns, lengths)
 

@@ -48,6 +48,8 @@ class RealBatch(NamedTuple):
       reward: [N, H] task reward of each transition.
       done: [N, H] the transition ended the episode.
       mask: [N, H] the transition happened (False after an episode ended).
+      sampled_act: [N, H, A] the policy's action before clipping (`act` is it clipped to
+        the bounds); what the original code fitted its models on.
     """
 
     obs: np.ndarray
@@ -56,6 +58,7 @@ class RealBatch(NamedTuple):
     reward: np.ndarray
     done: np.ndarray
     mask: np.ndarray
+    sampled_act: np.ndarray
 
     @property
     def returns(self) -> np.ndarray:
@@ -67,10 +70,17 @@ class RealBatch(NamedTuple):
         """Real transitions taken (the paper's time-step count)."""
         return int(self.mask.sum())
 
-    def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Valid transitions flattened: `(obs [M, O], act [M, A], next_obs [M, O])`."""
+    def transitions(self, action: str = "clipped") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Valid transitions flattened: `(obs [M, O], act [M, A], next_obs [M, O])`, with
+        the applied action (`action="clipped"`) or the policy's sample (`"sampled"`)."""
         m = self.mask.astype(bool)
-        return self.obs[m], self.act[m], self.next_obs[m]
+        return self.obs[m], self.actions(action)[m], self.next_obs[m]
+
+    def actions(self, action: str = "clipped") -> np.ndarray:
+        """`act` (`"clipped"`, the applied action) or `sampled_act` (`"sampled"`)."""
+        if action not in ("clipped", "sampled"):
+            raise ValueError(f"action must be 'clipped' or 'sampled', got {action!r}")
+        return self.act if action == "clipped" else self.sampled_act
 
 
 class NativeEnv:
@@ -254,6 +264,7 @@ def rollout(
     obs = env.reset(reset_key)
     obs_buf = np.zeros((n, horizon, o_dim), np.float32)
     act_buf = np.zeros((n, horizon, a_dim), np.float32)
+    raw_buf = np.zeros((n, horizon, a_dim), np.float32)
     next_buf = np.zeros((n, horizon, o_dim), np.float32)
     alive = np.ones(n, bool)
     mask = np.zeros((n, horizon), bool)
@@ -266,14 +277,16 @@ def rollout(
             # Every episode is over: the rest repeats the last observation, masked out.
             obs_buf[:, t:] = next_buf[:, t:] = obs[:, None]
             break
-        act = env.check_action(np.asarray(act)).astype(np.float32)
+        raw = np.asarray(act)
+        act = env.check_action(raw).astype(np.float32)  # refuses a bad shape or NaN first
+        raw_buf[:, t] = raw
         next_obs = env.physics_step(act, active=alive)
         obs_buf[:, t], act_buf[:, t], next_buf[:, t] = obs, act, next_obs
         mask[:, t] = alive
         obs = next_obs
     reward = np.asarray(_rewards(task, obs_buf, act_buf, next_buf))
     done = np.asarray(_reward_done(task, obs_buf, act_buf, next_buf)[1]) & mask
-    return RealBatch(obs_buf, act_buf, next_buf, reward, done, mask)
+    return RealBatch(obs_buf, act_buf, next_buf, reward, done, mask, raw_buf)
 
 
 class Collection(NamedTuple):
@@ -349,6 +362,7 @@ def collect(
     obs = env.reset(reset_keys[0])
     obs_buf = np.zeros((n, steps, o_dim), np.float32)
     act_buf = np.zeros((n, steps, a_dim), np.float32)
+    raw_buf = np.zeros((n, steps, a_dim), np.float32)
     next_buf = np.zeros((n, steps, o_dim), np.float32)
     mask = np.zeros((n, steps), bool)
     first = np.zeros((n, steps), bool)
@@ -365,7 +379,9 @@ def collect(
             ep_len[ended] = 0
             first[ended, t] = True
         active = active_last if t == steps - 1 else all_active
-        act = env.check_action(np.asarray(act)).astype(np.float32)
+        raw = np.asarray(act)
+        act = env.check_action(raw).astype(np.float32)  # refuses a bad shape or NaN first
+        raw_buf[:, t] = raw
         next_obs = env.physics_step(act, active=active)
         obs_buf[:, t], act_buf[:, t], next_buf[:, t] = obs, act, next_obs
         mask[:, t] = active
@@ -375,7 +391,7 @@ def collect(
     reward = np.where(mask, reward, 0.0).astype(np.float32)
     done = done & mask
     returns, lengths = complete_episodes(reward, done, first, mask, horizon)
-    batch = RealBatch(obs_buf, act_buf, next_buf, reward, done, mask)
+    batch = RealBatch(obs_buf, act_buf, next_buf, reward, done, mask, raw_buf)
     return Collection(batch, first, returns, lengths)
 
 

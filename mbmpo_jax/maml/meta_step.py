@@ -88,6 +88,11 @@ class MetaConfig:
     # as the real environment; the cpu preset's). On HalfCheetah in the paper's
     # configuration 530 +- 87 against 200 +- 149 at 100k real steps (WORKSPACE.md, issue 15)
     reward_action: str = "sampled"
+    # the action the models are fitted on (the real buffer) and step with in imagination:
+    # "clipped" (the applied action) | "sampled" (the policy's sample before clipping, as
+    # the original code, whose sampler stored the agent's action and whose models stepped
+    # with it; the clip happened only where the action reached the physics)
+    model_action: str = "clipped"
     # "reset": task.init_obs; "buffer": uniform draws from states passed to the step
     # (the real buffer's observations in a run: the paper's long-horizon variant).
     start_from: str = "reset"
@@ -118,6 +123,11 @@ class MetaConfig:
             raise ValueError(
                 f"reward_action must be one of {imagine_lib.REWARD_ACTIONS}, "
                 f"got {self.reward_action!r}"
+            )
+        if self.model_action not in imagine_lib.REWARD_ACTIONS:
+            raise ValueError(
+                f"model_action must be one of {imagine_lib.REWARD_ACTIONS}, "
+                f"got {self.model_action!r}"
             )
         if self.start_from not in ("reset", "buffer"):
             raise ValueError(f"start_from must be 'reset' or 'buffer', got {self.start_from!r}")
@@ -273,6 +283,7 @@ def make_meta_step(
             start_obs=starts,
             obs_clip=cfg.obs_clip,
             reward_action=cfg.reward_action,
+            model_action=cfg.model_action,
         )
         adv = returns_lib.compute_advantages(
             rollouts.obs,
