@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import _quiet  # noqa: F401  (keeps library chatter off the console)
-from experiments._cli import fail, own_flags_parser
+from experiments._cli import check_out, fail, own_flags_parser
 from mbmpo_jax import buffer, dynamics
 from mbmpo_jax.envs import native
 from mbmpo_jax.envs.tasks import TASKS, get_task
@@ -100,19 +100,11 @@ def _check_out(path: str) -> None:
     """Fails fast (before the fit) on an --out that matplotlib cannot write."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    if os.path.isdir(path):
-        fail(f"--out={path} is a directory; give a file name")
     ext = os.path.splitext(path)[1][1:].lower()
     formats = FigureCanvasBase.get_supported_filetypes()
-    if ext and ext not in formats:
+    if ext and ext not in formats and not os.path.isdir(path):
         fail(f"--out={path}: unknown image format {ext!r}; valid: {', '.join(sorted(formats))}")
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        fail(f"cannot create the directory of --out={path}: {e.strerror or e}")
-    if not os.access(parent, os.W_OK):
-        fail(f"cannot write into {parent} (--out={path})")
+    check_out(path, force=True)  # a figure is redrawn in place
 
 
 def main(argv: list[str]) -> None:
