@@ -111,10 +111,9 @@ def imagine(
     Returns:
       ``Rollouts`` with arrays ``[T, R, H, ...]`` in the params' dtype (module docstring).
     """
-    if reward_action not in REWARD_ACTIONS:
-        raise ValueError(f"reward_action must be one of {REWARD_ACTIONS}, got {reward_action!r}")
-    if model_action not in REWARD_ACTIONS:
-        raise ValueError(f"model_action must be one of {REWARD_ACTIONS}, got {model_action!r}")
+    for name, value in (("reward_action", reward_action), ("model_action", model_action)):
+        if value not in REWARD_ACTIONS:
+            raise ValueError(f"{name} must be one of {REWARD_ACTIONS}, got {value!r}")
     num_tasks = jax.tree.leaves(policy_params)[0].shape[0]
     ensemble_lib.task_to_member(num_tasks, ensemble_lib.num_members(models))  # T % K == 0
     r = rollouts_per_task

@@ -119,16 +119,12 @@ class MetaConfig:
     def __post_init__(self):
         if self.outer not in ("trpo", "ppo"):
             raise ValueError(f"outer must be 'trpo' or 'ppo', got {self.outer!r}")
-        if self.reward_action not in imagine_lib.REWARD_ACTIONS:
-            raise ValueError(
-                f"reward_action must be one of {imagine_lib.REWARD_ACTIONS}, "
-                f"got {self.reward_action!r}"
-            )
-        if self.model_action not in imagine_lib.REWARD_ACTIONS:
-            raise ValueError(
-                f"model_action must be one of {imagine_lib.REWARD_ACTIONS}, "
-                f"got {self.model_action!r}"
-            )
+        for name in ("reward_action", "model_action"):
+            value = getattr(self, name)
+            if value not in imagine_lib.REWARD_ACTIONS:
+                raise ValueError(
+                    f"{name} must be one of {imagine_lib.REWARD_ACTIONS}, got {value!r}"
+                )
         if self.start_from not in ("reset", "buffer"):
             raise ValueError(f"start_from must be 'reset' or 'buffer', got {self.start_from!r}")
         if self.inner_update not in INNER_UPDATES:
