@@ -414,6 +414,41 @@ def test_outer_steps_optimise_the_objective_they_are_given(outer):
         np.testing.assert_array_equal(np.sign(moved), np.sign(target - x0))
 
 
+
+def test_fvp_subsample_keeps_the_pooled_weights(x64):
+    """``fvp_subsample = n`` takes every n-th rollout for the curvature products only. With
+    every rollout repeated n times in a row, those are the distinct rollouts once each, so
+    the pooled KL's curvature (a masked mean) and the TRPO step are unchanged; on distinct
+    rollouts the step differs (the subsample is applied), and the objective and the line
+    search's KL still see every rollout (the step is accepted within the bound)."""
+    rng = np.random.default_rng(6)
+    t, r, h, o, a, n = 2, 3, 5, 3, 2, 2
+    theta = pol.init(jax.random.PRNGKey(6), o, a, hidden=(5,), init_std=0.7)
+    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
+    x0 = ravel_pytree(theta)[0]
+    target = jnp.asarray(rng.normal(size=x0.shape))
+    distinct = [_random_batch(rng, t, r * n, h, o, a) for _ in range(2)]
+    repeated = [jax.tree.map(lambda x: np.repeat(x[:, :r], n, axis=1), b) for b in distinct]
+
+    def step(batches, subsample):
+        pre, post = (jax.tree.map(jnp.asarray, batches[0]),), jax.tree.map(jnp.asarray, batches[1])
+        cfg = dataclasses.replace(SMALL, inner_lr=0.1, fvp_subsample=subsample)
+
+        def objective(th):
+            return -jnp.sum(jnp.square(ravel_pytree(th)[0] - target)), maml.adapt(th, pre, 0.1)
+
+        old_post = maml.adapt(theta, pre, 0.1)
+        new_theta, info = jax.jit(
+            lambda th: maml.trpo_outer_step(objective, th, pre, post, old_post, cfg)
+        )(theta)
+        assert bool(info.accepted) and float(info.kl_after) <= cfg.max_kl
+        return ravel_pytree(new_theta)[0] - x0
+
+    full, sub = step(repeated, 1), step(repeated, n)
+    np.testing.assert_allclose(sub, full, rtol=1e-9, atol=1e-12)
+    full, sub = step(distinct, 1), step(distinct, n)
+    assert np.max(np.abs(sub - full)) > 1e-3 * np.max(np.abs(full))
+
 @pytest.mark.parametrize("inner_update", ["pg", "std_invariant"])
 def test_gauss_newton_kl_hvp_equals_hessian(x64, inner_update):
     """The outer step's KL Hessian-vector product vs central differences of the KL gradient
