@@ -414,7 +414,6 @@ def test_outer_steps_optimise_the_objective_they_are_given(outer):
         np.testing.assert_array_equal(np.sign(moved), np.sign(target - x0))
 
 
-
 def test_fvp_subsample_keeps_the_pooled_weights(x64):
     """``fvp_subsample = n`` takes every n-th rollout for the curvature products only. With
     every rollout repeated n times in a row, those are the distinct rollouts once each, so
@@ -448,6 +447,7 @@ def test_fvp_subsample_keeps_the_pooled_weights(x64):
     np.testing.assert_allclose(sub, full, rtol=1e-9, atol=1e-12)
     full, sub = step(distinct, 1), step(distinct, n)
     assert np.max(np.abs(sub - full)) > 1e-3 * np.max(np.abs(full))
+
 
 @pytest.mark.parametrize("inner_update", ["pg", "std_invariant"])
 def test_gauss_newton_kl_hvp_equals_hessian(x64, inner_update):
