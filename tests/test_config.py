@@ -117,6 +117,12 @@ def test_config_json_of_older_runs_keeps_their_behaviour():
     assert paper["meta"]["reward_action"] == "sampled"
     del paper["meta"]["reward_action"]
     assert config_lib.from_json(json.dumps(paper)).meta.reward_action == "clipped"
+    # the cpu preset's Hopper curvature products became every 4th rollout's; runs written
+    # before the field existed computed them on all
+    assert cfg.meta.fvp_subsample == 4
+    del raw["meta"]["fvp_subsample"]
+    assert config_lib.from_json(json.dumps(raw)).meta.fvp_subsample == 1
+    assert config_lib.get_config("halfcheetah", "cpu").meta.fvp_subsample == 1
 
 
 def test_json_round_trip():
