@@ -370,7 +370,8 @@ def main(argv):
         f"models={c0.ensemble.num_models}x{tuple(c0.ensemble.hidden)} "
         f"{c0.ensemble.compute_dtype} patience={c0.ensemble.patience} "
         f"tasks={c0.meta.meta_batch_size} rollouts/task={c0.meta.rollouts_per_task} "
-        f"H={c0.meta.horizon} meta_steps={c0.meta.num_meta_steps} outer={c0.meta.outer} "
+        f"H={c0.meta.horizon} meta_steps={c0.meta.num_meta_steps} outer={c0.meta.outer}"
+        f"{'' if c0.meta.fvp_subsample == 1 else f' fvp_subsample={c0.meta.fvp_subsample}'} "
         f"inner_lr={c0.meta.inner_lr}"
         f"{'' if c0.meta.inner_update == 'pg' else ' (' + c0.meta.inner_update + ')'} "
         f"seeds={seeds} -> {base}",

@@ -164,8 +164,9 @@ _CPU_META_STEPS = {"hopper": 30}
 # the paper's 1 elsewhere). On Hopper, where 200-step imagination makes them most of the meta
 # phase, n = 4 took the meta phase 3.2x faster (a run to 100k real steps in 29 min on one
 # core) and ended higher: 668 / 689 / 676 on seeds 0, 1, 2 against 691 / 697 / 526, no seed
-# stalled (seed 3: 648). On HalfCheetah it ended lower (492 +- 128 against 548 +- 115), so
-# not there; Walker2d, Swimmer and Ant are not measured (WORKSPACE.md, issue 15).
+# stalled (seed 3: 648). On HalfCheetah it ended lower on seeds 0, 1, 2 (492 +- 128 against
+# 548 +- 115; level over seeds 0-3) for a run only about 20% faster (the fit dominates there),
+# so not there; Walker2d, Swimmer and Ant are not measured (WORKSPACE.md, issue 15).
 _CPU_FVP_SUBSAMPLE = {"hopper": 4}
 
 
