@@ -167,13 +167,14 @@ def test_runs_from_before_a_new_config_field_group_as_seeds(tmp_path):
     cols = mbmpo_columns(np.array([1000, 2000]), 0.0, np.random.default_rng(0))
     paths = [write_run(tmp_path / "a", new, cols), write_run(tmp_path / "b", old, cols)]
     groups = plot.group_runs(plot.find_runs(paths))
-    assert len(groups) == 1 and groups[0].label.endswith("(2 seeds)")
+    assert len(groups) == 1 and groups[0].label == "halfcheetah cpu inner_lr=0.0001 (2 seeds)"
     old["meta"]["fvp_subsample"] = 4  # a real difference still splits them
     write_run(tmp_path / "c", old, cols)
     groups = plot.group_runs(plot.find_runs([paths[0], str(tmp_path / "c")]))
-    labels = [g.label for g in groups]
-    assert len(labels) == 2
-    assert "fvp_subsample=1" in labels[0] and "fvp_subsample=4" in labels[1]
+    assert [g.label for g in groups] == [
+        "halfcheetah cpu fvp_subsample=1 inner_lr=0.0001",
+        "halfcheetah cpu fvp_subsample=4 inner_lr=0.0001",
+    ]
 
 
 def test_unused_ppo_settings_do_not_split_trpo_runs(tmp_path):
