@@ -116,7 +116,8 @@ def main():
             f"{rewards[a:b].mean():.2f}" if len(rewards) > a else "-" for a, b in WINDOWS
         )
         returns.append(rewards.sum())
-        print(f"{i} | {rewards.sum():.0f} | {length} | {windows} | {time.perf_counter() - start:.0f}")
+        seconds = time.perf_counter() - start
+        print(f"{i} | {rewards.sum():.0f} | {length} | {windows} | {seconds:.0f}")
     print(f"mean return {np.mean(returns):.0f} +- {np.std(returns):.0f} over {len(returns)}")
 
 
