@@ -59,7 +59,7 @@ def episode(task, key, args, rng):
     low, high = task.act_low.astype(np.float64), task.act_high.astype(np.float64)
     plan = np.zeros((args.plan, act_dim))
     worker = [mujoco.MjData(model)]
-    rewards, length = [], 0
+    rewards = []
     for _ in range(task.horizon if args.horizon is None else args.horizon):
         state = np.empty(nstate)
         mujoco.mj_getState(model, data, state, spec)
@@ -77,12 +77,11 @@ def episode(task, key, args, rng):
             plan = np.einsum("n,npa->pa", weight / weight.sum(), acts)
         next_obs, reward, done = env.step(plan[:1])
         rewards.append(float(reward[0]))
-        length += 1
         obs = next_obs[0]
         plan = np.concatenate([plan[1:], plan[-1:]])
         if done[0]:
             break
-    return np.array(rewards), length
+    return np.array(rewards)
 
 
 def main():
@@ -111,13 +110,13 @@ def main():
     returns = []
     for i, key in enumerate(keys):
         start = time.perf_counter()
-        rewards, length = episode(task, key, args, rng)
+        rewards = episode(task, key, args, rng)
         windows = ", ".join(
             f"{rewards[a:b].mean():.2f}" if len(rewards) > a else "-" for a, b in WINDOWS
         )
         returns.append(rewards.sum())
         seconds = time.perf_counter() - start
-        print(f"{i} | {rewards.sum():.0f} | {length} | {windows} | {seconds:.0f}")
+        print(f"{i} | {rewards.sum():.0f} | {len(rewards)} | {windows} | {seconds:.0f}")
     print(f"mean return {np.mean(returns):.0f} +- {np.std(returns):.0f} over {len(returns)}")
 
 
