@@ -450,6 +450,10 @@ class Trainer:
             "Meta/NonFiniteSteps": float(np.sum(diags.nonfinite)),
             "Meta/Entropy": float(last.entropy),
             "Meta/SurrogateGain": float(np.mean(diags.surr_after - diags.surr_before)),
+            # the outer steps' size: KL(old post || new post) on all post-update samples
+            # at the returned theta (TRPO: below meta.max_kl), and the line search's work
+            "Meta/StepKL": float(np.mean(diags.kl_after)),
+            "Meta/Backtracks": float(np.mean(diags.num_backtracks)),
             "Time/Fit": times["fit"],
             "Time/Meta": times["meta"],
             "Time/Collect": times["collect"],

@@ -34,12 +34,13 @@ def check_metrics(path: str, iteration: int, n_timesteps: int) -> str | None:
     """Checks `path` against a checkpoint at `iteration` with `n_timesteps` real steps.
 
     A resumable metrics.csv has a header naming `iteration` and `n_timesteps`, rows of
-    exactly the header's width whose cells all parse as numbers, iterations 1, 2, ... in
-    order up to at least `iteration` (later rows come from a run killed before its next
-    checkpoint and are dropped on resume), and the row of `iteration` holds
-    `n_timesteps`. Returns None if so, a note if the file is absent (rows 1..iteration
-    are then missing; nothing is lost that is still there), and raises MetricsError
-    (one line, saying what is wrong) otherwise.
+    exactly the header's width whose cells all parse as numbers (another column may be
+    empty in the rows before its first number: one the code added when the run was
+    resumed), iterations 1, 2, ... in order up to at least `iteration` (later rows come
+    from a run killed before its next checkpoint and are dropped on resume), and the
+    row of `iteration` holds `n_timesteps`. Returns None if so, a note if the file is
+    absent (rows 1..iteration are then missing; nothing is lost that is still there), and
+    raises MetricsError (one line, saying what is wrong) otherwise.
 
     Transforms: host-side Python (not for jit/vmap/grad).
     """
@@ -57,16 +58,23 @@ def check_metrics(path: str, iteration: int, n_timesteps: int) -> str | None:
     for name in ("iteration", "n_timesteps"):
         if name not in header:
             raise MetricsError(f"{path}: the header has no {name!r} column (damaged)")
+    # column j has had a number in an earlier row (the two keys must have one in every row)
+    filled = [name in ("iteration", "n_timesteps") for name in header]
     for i, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise MetricsError(
                 f"{path} line {i} has {len(row)} cells, the header {len(header)} (cut short?)"
             )
-        for cell in row:
+        for j, cell in enumerate(row):
+            # A column added by a later version of the code (a run resumed across it) is
+            # empty in the rows written before: empty cells only before its first number.
+            if cell == "" and not filled[j]:
+                continue
             try:
                 float(cell)
             except ValueError:
                 raise MetricsError(f"{path} line {i}: {cell!r} is not a number") from None
+            filled[j] = True
     its = [float(r[header.index("iteration")]) for r in body]
     kept = [it for it in its if it <= iteration]
     if kept != [float(k) for k in range(1, iteration + 1)]:

@@ -150,6 +150,28 @@ def test_check_metrics_refuses_damage(tmp_path, damage, message):
         check_metrics(path, 3, 300)
 
 
+def test_check_metrics_column_added_on_resume(tmp_path):
+    # A run resumed by code that logs one more column: the writer leaves that column empty
+    # in the earlier rows, and the next resume accepts it; an empty cell after the
+    # column's first number (a row cut after a comma) or in the keys is still damage.
+    from mbmpo_jax.metrics import MetricsError, MetricsWriter, check_metrics, read_metrics
+
+    path = _written_metrics(tmp_path, rows=2)
+    w = MetricsWriter(str(tmp_path), tensorboard=False)
+    w.write({"iteration": 3, "n_timesteps": 300, "x": 1.5, "new": 7.0})
+    lines = open(path).read().splitlines()
+    assert lines[0].endswith(",new") and lines[1].endswith(",") and lines[3].endswith(",7.0")
+    assert check_metrics(path, 3, 300) is None
+    assert [r["new"] for r in read_metrics(path)][2] == 7.0
+    w.write({"iteration": 4, "n_timesteps": 400, "x": 2.0})  # the column missing again
+    with pytest.raises(MetricsError, match="line 5: '' is not a number"):
+        check_metrics(path, 4, 400)
+    text = "\n".join(lines[:3]) + "\n"
+    open(path, "w").write(text.replace("\n2.0,", "\n,"))
+    with pytest.raises(MetricsError, match="line 3: '' is not a number"):
+        check_metrics(path, 2, 200)
+
+
 def test_check_metrics_missing_file_is_a_note(tmp_path):
     from mbmpo_jax.metrics import check_metrics
 

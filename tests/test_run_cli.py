@@ -103,6 +103,10 @@ def test_smoke_run_writes_run_dir(uninterrupted, env):
     for row in rows:
         for key in keys:
             assert math.isfinite(float(row[key])), key
+        # TRPO's accepted step stays inside the trust region (the preset's max_kl 0.01) and
+        # its line search within its 15 tries
+        assert 0.0 <= float(row["Meta/StepKL"]) <= 0.01, row["Meta/StepKL"]
+        assert 0.0 <= float(row["Meta/Backtracks"]) < 15
 
     # An existing run directory is refused without --resume and left untouched.
     before = open(os.path.join(run_dir, "metrics.csv")).read()
