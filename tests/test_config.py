@@ -123,6 +123,8 @@ def test_config_json_of_older_runs_keeps_their_behaviour():
     del raw["meta"]["fvp_subsample"]
     assert config_lib.from_json(json.dumps(raw)).meta.fvp_subsample == 1
     assert config_lib.get_config("halfcheetah", "cpu").meta.fvp_subsample == 1
+    assert config_lib.get_config("swimmer", "cpu").meta.fvp_subsample == 4
+    assert config_lib.get_config("swimmer", "paper").meta.fvp_subsample == 1
 
 
 def test_json_round_trip():
