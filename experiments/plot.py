@@ -325,6 +325,22 @@ def aggregate(curves: Sequence[tuple]):
     return grid, np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
 
 
+def break_sparse(grid, *series):
+    """`grid` and `series` with a NaN point inserted wherever two neighbouring steps lie more
+    than `MAX_GAP_FRACTION` of the later one apart, so a plotted line breaks there instead of
+    drawing a straight line across steps that were never evaluated (the rule the summary
+    table uses not to interpolate: a model-free run evaluated at 0 and then 245k has no
+    value at 100k)."""
+    import numpy as np
+
+    grid = np.asarray(grid, float)
+    if len(grid) < 2:
+        return (grid, *(np.asarray(s, float) for s in series))
+    gaps = np.flatnonzero(np.diff(grid) > MAX_GAP_FRACTION * np.abs(grid[1:])) + 1
+    out = [np.insert(grid, gaps, np.nan)]
+    return tuple(out + [np.insert(np.asarray(s, float), gaps, np.nan) for s in series])
+
+
 def pearson(x, y) -> float:
     """Pearson correlation of the finite pairs (NaN with < 2 pairs or a constant side)."""
     import numpy as np
@@ -391,11 +407,10 @@ def plot_returns(groups: list[Group], metric: str, out_path: str, logx: bool) ->
         marker = "o" if len(grid) < 30 else None
         for ax, scale in zip(axes, scales, strict=True):
             keep = grid > 0 if scale == "log" else slice(None)
-            ax.plot(grid[keep], mean[keep], color=color, label=g.label, marker=marker, markersize=3)
+            x, m, lo, hi = break_sparse(grid[keep], mean[keep], low[keep], high[keep])
+            ax.plot(x, m, color=color, label=g.label, marker=marker, markersize=3)
             if len(curves) > 1:
-                ax.fill_between(
-                    grid[keep], low[keep], high[keep], color=color, alpha=0.2, linewidth=0
-                )
+                ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
         drawn += 1
     if not drawn:
         plt.close(fig)

@@ -101,6 +101,24 @@ def test_aggregate_interpolates_onto_the_common_grid():
     np.testing.assert_allclose(mean, [2.0, 4.0, 0.0, 0.0])
 
 
+def test_plotted_lines_break_across_sparse_evaluations():
+    # A model-free run evaluated at 0 and then every 245,760 steps: the first gap is more
+    # than half of 245,760, so the line breaks there; the later gaps are half or less.
+    x = [0.0, 245760.0, 491520.0, 737280.0]
+    grid, y = plot.break_sparse(x, [0.0, 27.0, 28.0, 29.0])
+    np.testing.assert_array_equal(grid, [0.0, np.nan, 245760.0, 491520.0, 737280.0])
+    np.testing.assert_array_equal(y, [0.0, np.nan, 27.0, 28.0, 29.0])
+    # MB-MPO's rows (warm-up then every 2,000 steps) are dense: nothing inserted.
+    dense = np.arange(4000.0, 20001.0, 2000.0)
+    grid, y, z = plot.break_sparse(dense, dense * 2, dense * 3)
+    np.testing.assert_array_equal(grid, dense)
+    np.testing.assert_array_equal(z, dense * 3)
+    # two breaks, each before the later point of its gap
+    grid, y = plot.break_sparse([1.0, 10.0, 11.0, 100.0], [1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(y, [1.0, np.nan, 2.0, 3.0, np.nan, 4.0])
+    assert len(plot.break_sparse([5.0], [1.0])[0]) == 1
+
+
 def test_grouping_and_labels(runs):
     found = plot.find_runs([runs["parent"], runs["ablation"], runs["baseline"]])
     assert len(found) == 4
