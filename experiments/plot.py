@@ -334,11 +334,8 @@ def break_sparse(grid, *series):
     import numpy as np
 
     grid = np.asarray(grid, float)
-    if len(grid) < 2:
-        return (grid, *(np.asarray(s, float) for s in series))
     gaps = np.flatnonzero(np.diff(grid) > MAX_GAP_FRACTION * np.abs(grid[1:])) + 1
-    out = [np.insert(grid, gaps, np.nan)]
-    return tuple(out + [np.insert(np.asarray(s, float), gaps, np.nan) for s in series])
+    return tuple(np.insert(np.asarray(a, float), gaps, np.nan) for a in (grid, *series))
 
 
 def pearson(x, y) -> float:
