@@ -170,7 +170,7 @@ _CPU_META_STEPS = {"hopper": 30}
 # every seed, so not there either. On Swimmer it ended higher on every seed (seeds 0, 1, 2
 # escaped the 40-45 gait the full products settled in; the first meta phase narrows the
 # policy less: entropy 2.84 -> 2.60 against 2.37) with the meta phase 2.5x faster. On Ant one
-# seed, stopped at 124k, was behind the preset's (266 against 399 at 100k) (WORKSPACE.md, issue 15).
+# seed was behind the preset's at every step count (373 against 497 at 200k) (WORKSPACE.md, issue 15).
 _CPU_FVP_SUBSAMPLE = {"hopper": 4, "swimmer": 4}
 
 
