@@ -1,7 +1,10 @@
 """When do the ensemble's imagined ants end, against the real ones? (issue 14)
 
-python docs/probes/ant_open_loop.py  (needs runs/ant-cpu-s0 with its checkpoints)
+python docs/probes/ant_open_loop.py [RUN_DIR]  (default runs/ant-cpu-s0; needs the run's
+checkpoints, restores the newest)
 """
+
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +15,7 @@ from mbmpo_jax import dynamics, mbmpo
 from mbmpo_jax.checkpoint import Checkpointer
 from mbmpo_jax.envs import native
 
-RUN = "runs/ant-cpu-s0"
+RUN = sys.argv[1] if len(sys.argv) > 1 else "runs/ant-cpu-s0"
 N = 40
 cfg = config_lib.from_json(open(f"{RUN}/config.json").read())
 trainer = mbmpo.Trainer(cfg)
