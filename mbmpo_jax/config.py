@@ -137,7 +137,9 @@ _CPU_PATIENCE = {"halfcheetah": 5}
 # The cpu preset's dynamics models: (hidden, weight_norm). The paper's (512, 512) with weight
 # norm on HalfCheetah: at 100k real steps 854 / 361 / 335 (seeds 0, 1, 2) against 371 / 258 /
 # 261 with (256, 256), higher on every seed, at about 5x the fit's cost (WORKSPACE.md, issue
-# 15). (256, 256) without weight norm elsewhere until measured there.
+# 15). (256, 256) without weight norm elsewhere: on Hopper the paper's models learnt faster
+# early and ended level; on Ant, with HalfCheetah's patience stop as well, 339 +- 26 against
+# 388 +- 86 at 200k real steps (seeds 0-2), cheaper but predicting fresh data worse.
 _CPU_MODELS = {"halfcheetah": ((512, 512), True)}
 # The cpu preset's initial policy on the Ant: (init_std, output_scale). rllab's Glorot output
 # layer gives mean actions of |0.6| that make brax's ant jump out of its healthy height range
@@ -170,7 +172,8 @@ _CPU_META_STEPS = {"hopper": 30}
 # every seed, so not there either. On Swimmer it ended higher on every seed (seeds 0, 1, 2
 # escaped the 40-45 gait the full products settled in; the first meta phase narrows the
 # policy less: entropy 2.84 -> 2.60 against 2.37) with the meta phase 2.5x faster. On Ant one
-# seed was behind the preset's at every step count (373 against 497 at 200k) (WORKSPACE.md, issue 15).
+# seed was behind the preset's at every step count (373 against 497 at 200k)
+# (WORKSPACE.md, issue 15).
 _CPU_FVP_SUBSAMPLE = {"hopper": 4, "swimmer": 4}
 
 
