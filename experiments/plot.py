@@ -1,7 +1,7 @@
 """Learning curves and the ensemble-std / KL diagnostic: `python -m experiments.plot RUN_DIR ...`.
 
   python -m experiments.plot runs/ant-cpu runs/ant-cpu-metrpo runs/ant-ppo [--out=plots]
-      [--logx] [--metric=PrePolicy/AverageReturn]
+      [--logx] [--metric=PrePolicy/AverageReturn] [--label="MB-MPO" --label=... ...]
 
 Each RUN_DIR is a run directory (config.json + metrics.csv, written by `experiments.run` or
 `experiments.baseline`) or a directory whose sub-directories are run directories (e.g. the
@@ -9,7 +9,9 @@ seed0, seed1, ... of `experiments.run --num_seeds=N`). Runs whose config.json ar
 from `seed` and the run length (`total_steps`, `num_iterations`; a baseline's
 `num_timesteps`, `num_evals`) and the settings of parts the run does not use (the PPO outer
 step's `meta.ppo_*` under the paper's TRPO one) are seeds of one configuration and form one
-curve.
+curve. Each curve is labelled by the config fields in which it differs from the others;
+`--label`, given once per configuration in the order of their first run, names them instead
+(the seed count is still appended).
 
 Writes into --out (default `runs/plots/`):
   <metric>_vs_steps.png   the metric (default the pre-update policy's real return) against
@@ -70,6 +72,14 @@ _AT = flags.DEFINE_list(
     "at_steps",
     ["50000", "100000"],
     "real step counts for the summary table (metric interpolated per seed)",
+    flag_values=_FLAGS,
+)
+
+_LABELS = flags.DEFINE_multi_string(
+    "label",
+    [],
+    "names the configurations in the order of their first run, one --label each "
+    "(default: the config fields in which they differ)",
     flag_values=_FLAGS,
 )
 
@@ -182,9 +192,9 @@ def find_runs(paths: Sequence[str]) -> list[Run]:
     return runs
 
 
-def group_runs(runs: Sequence[Run]) -> list[Group]:
+def group_runs(runs: Sequence[Run], labels: Sequence[str] = ()) -> list[Group]:
     """Groups runs whose config.json are equal apart from `seed` and the run length;
-    labels each group.
+    labels each group (by `labels`, one per group in order, when given).
 
     Runs without a config.json are their own group, labelled by directory name. Groups keep
     the order in which their first run was given.
@@ -203,6 +213,15 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         groups.setdefault(key, Group(key=key, config=cfg)).runs.append(r)
     out = list(groups.values())
     _label(out)
+    if labels:
+        if len(labels) != len(out):
+            auto = "; ".join(g.label for g in out)
+            raise PlotError(
+                f"{len(labels)} --label given for {len(out)} configurations "
+                f"(one each, in the order of their first run): {auto}"
+            )
+        for g, name in zip(out, labels, strict=True):
+            g.label = name + (f" ({len(g.runs)} seeds)" if len(g.runs) > 1 else "")
     return out
 
 
@@ -653,6 +672,7 @@ def make_plots(
     metric: str,
     logx: bool,
     at_steps: Sequence[float] = (50_000, 100_000),
+    labels: Sequence[str] = (),
 ) -> list[str]:
     """Everything the CLI does, minus the exit codes; returns the paths written."""
     runs = find_runs(paths)
@@ -664,7 +684,7 @@ def make_plots(
     for r in runs:
         if metric not in r.rows[0]:
             print(f"note: {r.path} has no {metric!r} column; left out of the curves")
-    groups = group_runs(runs)
+    groups = group_runs(runs, labels)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
@@ -717,7 +737,9 @@ def main(argv):
     if not all(math.isfinite(v) and v >= 0 for v in at_steps):
         fail("--at_steps must be finite and >= 0")
     try:
-        written = make_plots(argv[1:], _OUT.value, _METRIC.value, _LOGX.value, at_steps)
+        written = make_plots(
+            argv[1:], _OUT.value, _METRIC.value, _LOGX.value, at_steps, _LABELS.value
+        )
     except PlotError as e:
         fail(str(e))
     except OSError as e:

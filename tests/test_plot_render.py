@@ -137,6 +137,29 @@ def test_grouping_and_labels(runs):
     assert grid[0] == 1037 and grid[-1] == 6000
 
 
+def test_labels_name_the_configurations_in_order(runs, tmp_path):
+    found = plot.find_runs([runs["parent"], runs["ablation"], runs["baseline"]])
+    names = ["MB-MPO", "ME-TRPO-style", "brax PPO"]
+    groups = plot.group_runs(found, names)
+    assert [g.label for g in groups] == ["MB-MPO (2 seeds)", "ME-TRPO-style", "brax PPO"]
+    # The ratio table names the configurations by the given labels too.
+    plot.make_plots(
+        [runs["parent"], runs["baseline"]], str(tmp_path), RET, False, labels=["A", "B"]
+    )
+    text = (tmp_path / "summary.md").read_text()
+    assert "| A (2 seeds) | 2 |" in text and "| B | 1 |" in text
+    with pytest.raises(plot.PlotError, match="2 --label given for 3 configurations"):
+        plot.group_runs(found, names[:2])
+    # On the command line: one line, exit code 2, nothing written.
+    out = tmp_path / "cli"
+    result = run_module(
+        "experiments.plot", runs["ablation"], "--label=a", "--label=b", f"--out={out}"
+    )
+    line = one_line_error(result, 2)
+    assert "2 --label given for 1 configurations" in line and "hopper cpu" in line, line
+    assert not out.exists()
+
+
 def test_pearson_matches_numpy(runs):
     groups = plot.group_runs(plot.find_runs([runs["parent"], runs["ablation"]]))
     x = np.concatenate([r.column(STD) for g in groups for r in g.runs])
