@@ -153,6 +153,7 @@ _CPU_POLICY_INIT = {"ant": (0.5, 0.01)}
 # the policy's std, so at a fixed alpha its KL grows about 2.5x per nat of entropy lost and
 # reached 0.1-0.95 (10-95x the outer step's trust region) late in the paper-alpha runs.
 # 1e-4 keeps an adaptation step (MB-MPO, not the alpha = 0 ablation) (WORKSPACE.md, issue 15).
+# Not on Hopper: 1e-4 there ended 580 +- 119 against 677 +- 9 at 100k (seeds 0-2; one stalled).
 _CPU_INNER_LR = {"halfcheetah": 1e-4}
 # The cpu preset's outer (TRPO) steps per iteration: 20 to keep the meta phase cheap, the
 # paper's 30 on Hopper, where they were measured better: at 100k real steps 691 / 697 / 526
