@@ -142,12 +142,15 @@ def test_labels_name_the_configurations_in_order(runs, tmp_path):
     names = ["MB-MPO", "ME-TRPO-style", "brax PPO"]
     groups = plot.group_runs(found, names)
     assert [g.label for g in groups] == ["MB-MPO (2 seeds)", "ME-TRPO-style", "brax PPO"]
-    # The ratio table names the configurations by the given labels too.
+    # summary.md names them so in both tables: the returns and the data ratio.
     plot.make_plots(
         [runs["parent"], runs["baseline"]], str(tmp_path), RET, False, labels=["A", "B"]
     )
     text = (tmp_path / "summary.md").read_text()
     assert "| A (2 seeds) | 2 |" in text and "| B | 1 |" in text
+    ratio_rows = [ln for ln in text.splitlines() if ln.endswith("x |")]
+    assert len(ratio_rows) == 1 and ratio_rows[0].startswith("| A (2 seeds) |")
+    assert "| B |" in ratio_rows[0]
     with pytest.raises(plot.PlotError, match="2 --label given for 3 configurations"):
         plot.group_runs(found, names[:2])
     # On the command line: one line, exit code 2, nothing written.
