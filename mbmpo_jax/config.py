@@ -228,9 +228,10 @@ def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collection
         c.meta.num_meta_steps = _CPU_META_STEPS.get(env, 20)
         c.meta.fvp_subsample = _CPU_FVP_SUBSAMPLE.get(env, 1)
         # The imagined reward of the action the model steps with (the real environment's),
-        # not the paper's sampled one: on the preset's HalfCheetah seeds 1, 2 the sampled
-        # one's control cost collapsed the policy's entropy (363, 299 against 425, 518 at
-        # 100k real steps; WORKSPACE.md, issue 15). Every cpu-preset run used it.
+        # not the paper's sampled one: on the preset's HalfCheetah the sampled one's control
+        # cost collapsed the policy's entropy (seeds 0-2 846, 363, 299 against 703, 425, 518
+        # at 100k real steps, lower by the last five rows on each; WORKSPACE.md, issue 15).
+        # Every cpu-preset run used it.
         c.meta.reward_action = "clipped"
     elif preset == "smoke":
         c.horizon = 50
