@@ -221,7 +221,7 @@ def group_runs(runs: Sequence[Run], labels: Sequence[str] = ()) -> list[Group]:
                 f"(one each, in the order of their first run): {auto}"
             )
         for g, name in zip(out, labels, strict=True):
-            g.label = name + (f" ({len(g.runs)} seeds)" if len(g.runs) > 1 else "")
+            g.label = name + _seeds_suffix(g)
     return out
 
 
@@ -299,9 +299,11 @@ def _label(groups: list[Group]) -> None:
             base = " ".join(parts + diffs)
         seen[base] = seen.get(base, 0) + 1
         g.label = base if seen[base] == 1 else f"{base} #{seen[base]}"
-        n = len(g.runs)
-        if n > 1:
-            g.label += f" ({n} seeds)"
+        g.label += _seeds_suffix(g)
+
+
+def _seeds_suffix(g: Group) -> str:
+    return f" ({len(g.runs)} seeds)" if len(g.runs) > 1 else ""
 
 
 # ---------------------------------------------------------------------------- numbers
