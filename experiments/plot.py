@@ -91,9 +91,10 @@ WITHIN_COLS = ("Diag/StdKLCorrStates", "Diag/StdKLCorrTasks")
 # Not configuration: the seed, and how long a run was asked to go (a run extended with
 # `--resume --config.total_steps=...` is still a seed of its configuration).
 # The model-free baselines' `num_timesteps` and `num_evals` are their run length and its
-# evaluation spacing.
+# evaluation spacing; `devices`, how many devices a baseline's updates were spread over.
 _NOT_CONFIG = (
     "seed", "checkpoint_keep", "total_steps", "num_iterations", "num_timesteps", "num_evals",
+    "devices",
 )  # fmt: skip
 # Fields that configure a part the run does not use, by (field that selects it, its value,
 # prefix of the unused fields): with the paper's TRPO outer step the PPO outer step's

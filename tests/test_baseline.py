@@ -53,6 +53,7 @@ def test_tiny_ppo_run_writes_metrics(tmp_path):
         config = json.load(f)
     assert config["algo"] == "ppo" and config["env"] == "inverted_pendulum"
     assert config["seed"] == 3 and config["horizon"] == 200 and config["num_envs"] == 8
+    assert config["devices"] == 1  # JAX's one CPU device unless --cpu_devices says otherwise
 
     with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
@@ -72,6 +73,26 @@ def test_tiny_ppo_run_writes_metrics(tmp_path):
     # The run directory is not empty now: a second run must refuse to overwrite it.
     again = _run(*TINY, f"--logdir={run_dir}")
     _assert_one_line_error(again, "not empty")
+
+
+@pytest.mark.slow
+def test_cpu_devices_run_ppo_data_parallel(tmp_path):
+    # --cpu_devices=2 splits the host into two XLA devices: brax pmaps its updates over
+    # them (4 envs each), the run directory records them, and the schedule is unchanged.
+    run_dir = tmp_path / "ppo2"
+    proc = _run(*TINY, "--cpu_devices=2", f"--logdir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "device: CPU cpu x2 |" in proc.stdout
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["devices"] == 2 and config["num_envs"] == 8
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["n_timesteps"]) for r in rows] == [0.0, 160.0]
+    for r in rows:
+        ret = float(r["PrePolicy/AverageReturn"])
+        assert 1.0 <= ret <= 200.0 and ret == pytest.approx(
+            float(r["PrePolicy/AverageEpisodeLength"])
+        )
 
 
 def test_ppo_schedule_derived_by_hand():
@@ -114,6 +135,8 @@ def test_failure_in_training_is_one_line_and_leaves_nothing(tmp_path, existed):
         (["--discounting=1.5"], "--discounting"),
         (["--num_envs=8", "--batch_size=3", "--num_minibatches=1"], "multiple of --num_envs"),
         (["--num_envs=abc"], "num_envs"),
+        (["--cpu_devices=0"], "--cpu_devices must be positive"),
+        (["--cpu_devices=3"], "--num_envs (2048) must be a multiple of --cpu_devices (3)"),
         (["--no_such_flag=1"], "no_such_flag"),
     ],
 )
