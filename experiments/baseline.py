@@ -16,7 +16,9 @@ Hyperparameters default to brax's published PPO settings for these envs (discoun
 rollout sizes kept, episode length is the task's); every one is a flag. They are sized
 for a GPU (thousands of parallel envs); on a CPU pass e.g. --num_envs=32 --batch_size=32,
 and --cpu_devices=N to spread the envs and each update over N cores (brax's data-parallel
-PPO over N XLA host devices; the same algorithm with other random streams).
+PPO over N XLA host devices; the same algorithm with other random streams). With as many
+devices as cores, keep each device's envs at most `max_envs_per_device` (brax's 2048
+HalfCheetah envs: --cpu_devices=4 on 2 cores); the CLI refuses what would hang.
 Bad input prints one line `error: ...` and exits with code 2; an existing non-empty run
 directory is never overwritten. A failure during training (brax, JAX, the disk) prints one
 line and exits with code 1, Ctrl-C exits with 130; either way the metrics writer is closed,
@@ -68,7 +70,9 @@ _CPU_DEVICES = flags.DEFINE_integer(
     None,
     "on a CPU host, split it into this many XLA devices, over which brax's PPO runs "
     "data-parallel (its pmap): the same updates, other random streams, about 1.7x the "
-    "steps/s of one device on 2 cores; must divide --num_envs (default: JAX's, one)",
+    "steps/s of one device on 2 cores; must divide --num_envs, and is refused where jaxlib's "
+    "batched LAPACK would hang it (as many devices as cores and more envs per device than "
+    "max_envs_per_device: 823 for HalfCheetah and Walker2d, 218 for Ant) (default: JAX's, one)",
     flag_values=_FLAGS,
 )
 _OVERRIDES = {
@@ -171,6 +175,43 @@ def closest_schedule(cfg: dict) -> tuple[int, int]:
     ok = [m for m in range(1, updates + 1) if m * math.ceil(updates / m) == updates]
     m = min(ok, key=lambda m: (abs(m - evals), m))
     return updates * per_update, m + 1
+
+
+# jaxlib's batched LAPACK kernels (MJX factors each env's dense nv x nv mass matrix, and
+# its Newton solver a Hessian of that size, with `cho_factor`) split a batch over the
+# host's intra-op thread pool once `batch * nv**3 // 3` (their FLOP estimate for a
+# Cholesky) reaches 200,000, and wait for the pieces on a pool thread. That pool has one
+# thread per schedulable core and runs the devices' programs too: when every thread holds a
+# device program waiting so, no thread is left for the pieces and the process hangs at 0% CPU.
+_LAPACK_MIN_WORK = 200_000
+
+
+def max_envs_per_device(nv: int) -> int:
+    """The most envs one XLA host device can step without jaxlib splitting its batched
+    Cholesky of nv x nv matrices over the thread pool (`batch * (nv**3 // 3) < 200,000`)."""
+    cost = max(nv**3 // 3, 1)
+    return (_LAPACK_MIN_WORK - 1) // cost
+
+
+def cpu_devices_hang(num_envs: int, devices: int, nv: int, threads: int) -> str | None:
+    """Why brax's PPO over `devices` XLA host devices on `threads` schedulable cores would
+    hang (see above), with what to pass instead; None when it cannot. It can only when the
+    devices are at least as many as the pool's threads and each steps a batch large enough
+    to be split."""
+    per_device = num_envs // devices
+    limit = max_envs_per_device(nv)
+    if devices < 2 or devices < threads or per_device <= limit:
+        return None
+    ok = [
+        d for d in range(devices + 1, num_envs + 1) if not num_envs % d and num_envs // d <= limit
+    ]
+    instead = f"--cpu_devices={ok[0]} ({num_envs // ok[0]} each)" if ok else "fewer --num_envs"
+    return (
+        f"--cpu_devices={devices} on {threads} cores would hang: {per_device} envs per device "
+        f"make jaxlib split each device's batched Cholesky (nv={nv}) over the thread pool "
+        f"that the {devices} devices' programs already hold; at most {limit} envs per "
+        f"device: pass {instead}, or a --num_envs up to {limit * devices}"
+    )
 
 
 def train(env_name: str, cfg: dict, seed: int, writer, deterministic_eval: bool, quiet):
@@ -288,6 +329,14 @@ def main(argv):
                 f"--num_envs ({cfg['num_envs']}) must be a multiple of "
                 f"--cpu_devices ({cpu_devices})"
             )
+        hang = cpu_devices_hang(
+            cfg["num_envs"],
+            cpu_devices,
+            TASKS[_ENV.value].model.nv,
+            len(os.sched_getaffinity(0)),
+        )
+        if hang:
+            fail(hang)
     env_name, seed = _ENV.value, _SEED.value
     if _LOGDIR.value:
         run_dir = _LOGDIR.value

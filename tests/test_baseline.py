@@ -145,3 +145,51 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     proc = _run("--env=inverted_pendulum", *args, f"--logdir={run_dir}", timeout=60)
     _assert_one_line_error(proc, fragment)
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "nv, limit",
+    [
+        # jaxlib splits a batched Cholesky once batch * (nv**3 // 3) >= 200,000 FLOP.
+        (9, 823),  # HalfCheetah, Walker2d: 823 * 243 = 199,989; 824 * 243 = 200,232
+        (14, 218),  # Ant: 218 * 914 = 199,252; 219 * 914 = 200,166
+        (6, 2777),  # Hopper: 2777 * 72 = 199,944
+        (2, 99_999),  # inverted pendulum: 8 // 3 = 2
+    ],
+)
+def test_max_envs_per_device_is_below_jaxlibs_split(nv, limit):
+    assert baseline.max_envs_per_device(nv) == limit
+    cost = nv**3 // 3
+    assert limit * cost < 200_000 <= (limit + 1) * cost
+
+
+def test_cpu_devices_hang_only_when_every_thread_holds_a_splitting_device():
+    # HalfCheetah (nv 9) on 2 cores: 1024 envs per device hung at 0% CPU in brax's first
+    # pmapped reset (measured: 800 per device ran, 850 hung); 512 per device runs.
+    why = baseline.cpu_devices_hang(2048, 2, 9, 2)
+    assert why is not None
+    assert "--cpu_devices=2 on 2 cores would hang" in why and "1024 envs per device" in why
+    assert "--cpu_devices=4 (512 each)" in why and "--num_envs up to 1646" in why
+    assert baseline.cpu_devices_hang(2048, 4, 9, 2) is None  # below the split
+    assert baseline.cpu_devices_hang(1646, 2, 9, 2) is None
+    assert baseline.cpu_devices_hang(2048, 2, 9, 3) is None  # a free thread runs the pieces
+    assert baseline.cpu_devices_hang(2048, 1, 9, 1) is None  # one device: nothing waits
+    assert "--cpu_devices=32 (128 each)" in baseline.cpu_devices_hang(4096, 2, 14, 2)
+    assert baseline.cpu_devices_hang(128, 2, 14, 2) is None  # the Ant run of docs/results
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 schedulable cores")
+def test_cpu_devices_that_would_hang_is_one_line_exit_2(tmp_path):
+    # On 2 cores (the child's affinity), brax's 2048 HalfCheetah envs over 2 devices.
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    run_dir = tmp_path / "run"
+    proc = run_module(
+        "experiments.baseline",
+        "--env=halfcheetah",
+        "--cpu_devices=2",
+        f"--logdir={run_dir}",
+        timeout=60,
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),
+    )
+    _assert_one_line_error(proc, "would hang", "--cpu_devices=4 (512 each)")
+    assert not run_dir.exists()
