@@ -72,7 +72,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "data-parallel (its pmap): the same updates, other random streams, about 1.7x the "
     "steps/s of one device on 2 cores; must divide --num_envs, and is refused where jaxlib's "
     "batched LAPACK would hang it (as many devices as cores and more envs per device than "
-    "max_envs_per_device: 823 for HalfCheetah and Walker2d, 218 for Ant) (default: JAX's, one)",
+    "max_envs_per_device: 824 for HalfCheetah and Walker2d, 219 for Ant) (default: JAX's, one)",
     flag_values=_FLAGS,
 )
 _OVERRIDES = {
@@ -178,19 +178,21 @@ def closest_schedule(cfg: dict) -> tuple[int, int]:
 
 
 # jaxlib's batched LAPACK kernels (MJX factors each env's dense nv x nv mass matrix, and
-# its Newton solver a Hessian of that size, with `cho_factor`) split a batch over the
-# host's intra-op thread pool once `batch * nv**3 // 3` (their FLOP estimate for a
-# Cholesky) reaches 200,000, and wait for the pieces on a pool thread. That pool has one
-# thread per schedulable core and runs the devices' programs too: when every thread holds a
-# device program waiting so, no thread is left for the pieces and the process hangs at 0% CPU.
+# its Newton solver a Hessian of that size, with `cho_factor`) split a batch over the host's
+# intra-op thread pool, in chunks of at least ceil(200,000 / cost) matrices (`cost`: their
+# FLOP estimate, nv**3 // 3 for a Cholesky), and wait for the pieces on a pool thread. That
+# pool has one thread per schedulable core and runs the devices' programs too: when every
+# thread holds a device program waiting so, none is left for the pieces and the process
+# hangs at 0% CPU.
 _LAPACK_MIN_WORK = 200_000
 
 
 def max_envs_per_device(nv: int) -> int:
     """The most envs one XLA host device can step without jaxlib splitting its batched
-    Cholesky of nv x nv matrices over the thread pool (`batch * (nv**3 // 3) < 200,000`)."""
+    Cholesky of nv x nv matrices over the thread pool: a batch of at most
+    `ceil(200,000 / (nv**3 // 3))` is one chunk (jaxlib's `GetLapackBatchChunkSize`)."""
     cost = max(nv**3 // 3, 1)
-    return (_LAPACK_MIN_WORK - 1) // cost
+    return -(-_LAPACK_MIN_WORK // cost)
 
 
 def cpu_devices_hang(num_envs: int, devices: int, nv: int, threads: int) -> str | None:

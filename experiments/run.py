@@ -266,19 +266,19 @@ _BF16_SLOWER_BELOW = 0.9
 
 
 def _devices_note(platform: str, n_mesh: int) -> str:
-    """A warning when the tasks are split over several CPU devices ('' otherwise).
+    """A note when the tasks are split over several CPU devices ('' otherwise).
 
     Several CPU devices in one process are forced host devices (`XLA_FLAGS=
-    --xla_force_host_platform_device_count=N`): a test of the SPMD partitioning. Whole runs
-    on them were seen to hang in XLA:CPU's in-process collectives (WORKSPACE.md,
-    "Multi-device and multi-host").
+    --xla_force_host_platform_device_count=N`). Whole runs on them used to hang (a batched
+    LAPACK QR in the baseline fit waiting on the thread pool that the devices' programs
+    held); the meta step now fits without LAPACK there (WORKSPACE.md, "Multi-device and
+    multi-host"), but the results in WORKSPACE.md were all made with one CPU device.
     """
     if platform != "cpu" or n_mesh <= 1:
         return ""
     return (
-        f"warning: the tasks are split over {n_mesh} CPU devices (forced host devices); "
-        "whole runs were seen to hang in XLA:CPU's collectives this way (WORKSPACE.md, "
-        "Multi-device); one CPU device per run is the tested setup"
+        f"note: the tasks are split over {n_mesh} CPU devices (forced host devices); "
+        "the results in WORKSPACE.md were made with one CPU device per run"
     )
 
 

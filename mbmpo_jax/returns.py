@@ -10,6 +10,7 @@ float64 rollouts); mixed inputs promote as ``jnp`` does.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -107,8 +108,46 @@ def linear_features(obs: jax.Array) -> jax.Array:
     return jnp.concatenate([o, o * o, t, t * t, t * t * t, jnp.ones_like(t)], axis=-1)
 
 
+def _householder_r(a: jax.Array) -> jax.Array:
+    """``R`` ``[F, F]`` of ``a = QR`` (``a``: ``[M, F]``, ``M >= F``) by Householder
+    reflections in plain ``jnp`` (``Q`` is not formed; the signs of ``R``'s rows are free).
+    """
+    m, f = a.shape
+    rows = jnp.arange(m)
+
+    def reflect(k, a):
+        col = a[:, k]
+        x = jnp.where(rows >= k, col, 0.0)
+        sign = jnp.where(col[k] >= 0, 1.0, -1.0).astype(a.dtype)
+        v = x.at[k].add(sign * jnp.sqrt(jnp.sum(x * x)))  # x + sign(x_k) |x| e_k
+        vv = jnp.sum(v * v)
+        scale = jnp.where(vv > 0, 2.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
+        return a - (scale * v)[:, None] * (v @ a)[None, :]
+
+    return jnp.triu(jax.lax.fori_loop(0, f, reflect, a)[:f])
+
+
+def _solve_upper(r: jax.Array, b: jax.Array, transpose: bool) -> jax.Array:
+    """``R^-1 b`` (or ``R^-T b``) for upper triangular ``R`` ``[F, F]``, by substitution."""
+    f = r.shape[0]
+    idx = jnp.arange(f)
+
+    def forward(i, y):  # R^T y = b: row i of R^T is column i of R
+        return y.at[i].set((b[i] - jnp.sum(jnp.where(idx < i, r[:, i] * y, 0.0))) / r[i, i])
+
+    def backward(j, x):
+        i = f - 1 - j
+        return x.at[i].set((b[i] - jnp.sum(jnp.where(idx > i, r[i] * x, 0.0))) / r[i, i])
+
+    return jax.lax.fori_loop(0, f, forward if transpose else backward, jnp.zeros_like(b))
+
+
 def fit_linear_baseline(
-    features: jax.Array, targets: jax.Array, weights: jax.Array, reg: float = 1e-5
+    features: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    reg: float = 1e-5,
+    lapack: bool = True,
 ) -> jax.Array:
     """Ridge least squares ``argmin_c sum_n w_n (f_n c - y_n)^2 + reg |c|^2``.
 
@@ -123,6 +162,13 @@ def fit_linear_baseline(
 
     Args:
       features: ``[N, F]``; targets: ``[N]``; weights: ``[N]`` (0/1 mask).
+      lapack: the QR and the triangular solves by jaxlib's LAPACK kernels (the default,
+        fastest on one device), or (False) by Householder reflections and substitution in
+        plain ``jnp`` ops, the same arithmetic up to rounding. On a CPU host split into
+        several XLA devices the plain ones are required: a batched LAPACK kernel splits
+        its batch over the host's thread pool and waits for the pieces on a pool thread,
+        and when every pool thread holds a device program waiting so (or one waiting in a
+        collective for a device that waits so) the process hangs.
 
     Returns:
       ``[F]`` coefficients.
@@ -135,12 +181,19 @@ def fit_linear_baseline(
         [features * sw, jnp.sqrt(reg) * jnp.eye(num_features, dtype=features.dtype)], axis=0
     )
     b = jnp.concatenate([targets * sw[:, 0], jnp.zeros((num_features,), targets.dtype)])
-    r = jnp.linalg.qr(a, mode="r")
-    solve_triangular = jax.scipy.linalg.solve_triangular
+    if lapack:
+        r = jnp.linalg.qr(a, mode="r")
+        solve_triangular = jax.scipy.linalg.solve_triangular
 
-    def solve_normal(rhs):  # (R^T R)^-1 rhs
-        y = solve_triangular(r, rhs, lower=False, trans="T")
-        return solve_triangular(r, y, lower=False)
+        def solve_normal(rhs):  # (R^T R)^-1 rhs
+            y = solve_triangular(r, rhs, lower=False, trans="T")
+            return solve_triangular(r, y, lower=False)
+
+    else:
+        r = _householder_r(a)
+
+        def solve_normal(rhs):
+            return _solve_upper(r, _solve_upper(r, rhs, True), False)
 
     x = solve_normal(a.T @ b)
     return x + solve_normal(a.T @ (b - a @ x))
@@ -165,6 +218,7 @@ def compute_advantages(
     gae_lambda: float = 1.0,
     baseline_reg: float = 1e-5,
     normalize_adv: bool = True,
+    lapack: bool = True,
 ) -> Advantages:
     """Advantages of a batch of imagined rollouts, the baseline refit per task.
 
@@ -173,6 +227,8 @@ def compute_advantages(
 
     Args:
       obs: ``[T, R, H, O]``; rew, mask: ``[T, R, H]``.
+      lapack: as in ``fit_linear_baseline`` (False where the tasks are split over several
+        CPU devices).
 
     Returns:
       ``Advantages`` with ``[T, R, H]`` arrays, all treated as constants (no gradient).
@@ -182,7 +238,8 @@ def compute_advantages(
     feats = linear_features(obs)  # [T, R, H, F]
     num_tasks = obs.shape[0]
     flat = lambda x: x.reshape(num_tasks, -1, *x.shape[3:])
-    coeffs = jax.vmap(fit_linear_baseline, in_axes=(0, 0, 0, None))(
+    fit = functools.partial(fit_linear_baseline, lapack=lapack)
+    coeffs = jax.vmap(fit, in_axes=(0, 0, 0, None))(
         flat(feats), flat(returns), flat(mask), baseline_reg
     )  # [T, F]
     baseline = jnp.einsum("trhf,tf->trh", feats, coeffs) * mask

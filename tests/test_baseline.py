@@ -150,17 +150,23 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
 @pytest.mark.parametrize(
     "nv, limit",
     [
-        # jaxlib splits a batched Cholesky once batch * (nv**3 // 3) >= 200,000 FLOP.
-        (9, 823),  # HalfCheetah, Walker2d: 823 * 243 = 199,989; 824 * 243 = 200,232
-        (14, 218),  # Ant: 218 * 914 = 199,252; 219 * 914 = 200,166
-        (6, 2777),  # Hopper: 2777 * 72 = 199,944
-        (2, 99_999),  # inverted pendulum: 8 // 3 = 2
+        # jaxlib's chunk: max(ceil(batch / threads), ceil(200,000 / cost)), cost = nv**3 // 3;
+        # the batch is split when the chunk is smaller than it (2 or more threads).
+        (9, 824),  # HalfCheetah, Walker2d: cost 243, 200,000 / 243 = 823.05
+        (14, 219),  # Ant: cost 914, 200,000 / 914 = 218.8
+        (6, 2778),  # Hopper: cost 72, 200,000 / 72 = 2777.8
+        (2, 100_000),  # inverted pendulum: cost 8 // 3 = 2
     ],
 )
-def test_max_envs_per_device_is_below_jaxlibs_split(nv, limit):
+def test_max_envs_per_device_is_jaxlibs_smallest_chunk(nv, limit):
     assert baseline.max_envs_per_device(nv) == limit
     cost = nv**3 // 3
-    assert limit * cost < 200_000 <= (limit + 1) * cost
+    for threads in (2, 3, 16):
+        for batch, split in ((limit, False), (limit + 1, True)):
+            chunk = max(-(-batch // threads), -(-200_000 // cost))
+            if batch * cost < 200_000:  # jaxlib's shortcut: one chunk
+                chunk = batch
+            assert (chunk < batch) == split
 
 
 def test_cpu_devices_hang_only_when_every_thread_holds_a_splitting_device():
@@ -169,9 +175,9 @@ def test_cpu_devices_hang_only_when_every_thread_holds_a_splitting_device():
     why = baseline.cpu_devices_hang(2048, 2, 9, 2)
     assert why is not None
     assert "--cpu_devices=2 on 2 cores would hang" in why and "1024 envs per device" in why
-    assert "--cpu_devices=4 (512 each)" in why and "--num_envs up to 1646" in why
+    assert "--cpu_devices=4 (512 each)" in why and "--num_envs up to 1648" in why
     assert baseline.cpu_devices_hang(2048, 4, 9, 2) is None  # below the split
-    assert baseline.cpu_devices_hang(1646, 2, 9, 2) is None
+    assert baseline.cpu_devices_hang(1648, 2, 9, 2) is None
     assert baseline.cpu_devices_hang(2048, 2, 9, 3) is None  # a free thread runs the pieces
     assert baseline.cpu_devices_hang(2048, 1, 9, 1) is None  # one device: nothing waits
     assert "--cpu_devices=32 (128 each)" in baseline.cpu_devices_hang(4096, 2, 14, 2)

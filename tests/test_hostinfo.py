@@ -95,7 +95,7 @@ def test_bf16_matmul_speedup_measures_a_positive_ratio():
 
 
 def test_devices_note_warns_only_for_several_cpu_devices():
-    # The hang seen on 2 forced host devices (WORKSPACE.md, Multi-device): warn there only.
+    # Forced host devices are not how the committed results were made: say so there only.
     assert "split over 2 CPU devices" in _devices_note("cpu", 2)
     assert _devices_note("cpu", 1) == ""
     assert _devices_note("gpu", 8) == ""

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mbmpo_jax import returns as ret
 
@@ -63,8 +64,10 @@ def _rllab_features(obs):
     return np.concatenate([o, o**2, al, al**2, al**3, np.ones((n, 1))], axis=1)
 
 
-def test_linear_baseline_matches_numpy_lstsq():
-    """Per-task ridge fit on the valid steps vs rllab's float64 normal equations + lstsq."""
+@pytest.mark.parametrize("lapack", [True, False])
+def test_linear_baseline_matches_numpy_lstsq(lapack):
+    """Per-task ridge fit on the valid steps vs rllab's float64 normal equations + lstsq,
+    by jaxlib's LAPACK and by the plain-jnp Householder QR (several CPU devices)."""
     rng = np.random.default_rng(1)
     t, r, h, o = 2, 5, 30, 3
     obs = rng.normal(scale=3.0, size=(t, r, h, o)).astype(np.float32)
@@ -72,7 +75,14 @@ def test_linear_baseline_matches_numpy_lstsq():
     rew = rng.normal(size=(t, r, h)).astype(np.float32) + obs[..., 1]
     mask, lengths = _masks(rng, (t, r, h))
     out = ret.compute_advantages(
-        jnp.asarray(obs), jnp.asarray(rew), jnp.asarray(mask), 0.99, 1.0, 1e-5, normalize_adv=False
+        jnp.asarray(obs),
+        jnp.asarray(rew),
+        jnp.asarray(mask),
+        0.99,
+        1.0,
+        1e-5,
+        normalize_adv=False,
+        lapack=lapack,
     )
     for k in range(t):
         feats, targets = [], []
@@ -93,7 +103,8 @@ def test_linear_baseline_matches_numpy_lstsq():
             np.testing.assert_array_equal(out.adv[k, i, n:], 0.0)
 
 
-def test_baseline_survives_collinear_features():
+@pytest.mark.parametrize("lapack", [True, False])
+def test_baseline_survives_collinear_features(lapack):
     """A constant observation column is collinear with the bias: the float32 fit stays finite
     and its predictions match float64 numpy."""
     rng = np.random.default_rng(2)
@@ -102,7 +113,7 @@ def test_baseline_survives_collinear_features():
     obs[:, 2] = 1.0
     feats = np.asarray(ret.linear_features(jnp.asarray(obs)))
     y = (obs[:, 0] * 2 + 1 + rng.normal(scale=0.1, size=n)).astype(np.float32)
-    c = ret.fit_linear_baseline(jnp.asarray(feats), jnp.asarray(y), jnp.ones(n), 1e-5)
+    c = ret.fit_linear_baseline(jnp.asarray(feats), jnp.asarray(y), jnp.ones(n), 1e-5, lapack)
     f64 = feats.astype(np.float64)
     c_ref = np.linalg.lstsq(f64.T @ f64 + 1e-5 * np.eye(f64.shape[1]), f64.T @ y, rcond=None)[0]
     assert np.all(np.isfinite(c))
@@ -120,3 +131,25 @@ def test_normalized_advantages_per_task():
             got[k][mask[k] > 0], (valid - valid.mean()) / (valid.std() + 1e-8), rtol=1e-4, atol=1e-5
         )
         np.testing.assert_array_equal(got[k][mask[k] == 0], 0.0)
+
+
+def test_householder_r_and_substitution_match_numpy():
+    """The plain-jnp pieces of ``fit_linear_baseline(lapack=False)``: on a full-rank matrix
+    ``R`` is numpy's QR up to the signs of its rows; with a zero column and a collinear one
+    (R not unique past them) still upper triangular with ``R^T R = A^T A``; the two
+    substitutions against ``np.linalg.solve``."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(60, 7))
+    r = np.asarray(ret._householder_r(jnp.asarray(a, jnp.float32)), np.float64)
+    np.testing.assert_allclose(np.abs(r), np.abs(np.linalg.qr(a, mode="r")), atol=1e-4)
+    a[:, 3] = 0.0
+    a[:, 5] = a[:, 1] * 2.0
+    r = np.asarray(ret._householder_r(jnp.asarray(a, jnp.float32)), np.float64)
+    assert np.all(np.isfinite(r))
+    np.testing.assert_array_equal(np.tril(r, -1), 0.0)
+    np.testing.assert_allclose(r.T @ r, a.T @ a, atol=1e-4 * np.abs(a.T @ a).max())
+    u = np.triu(rng.normal(size=(6, 6))) + 4 * np.eye(6)
+    b = rng.normal(size=6)
+    for transpose, m in ((False, u), (True, u.T)):
+        got = ret._solve_upper(jnp.asarray(u, jnp.float32), jnp.asarray(b, jnp.float32), transpose)
+        np.testing.assert_allclose(np.asarray(got), np.linalg.solve(m, b), rtol=1e-5, atol=1e-5)

@@ -230,11 +230,16 @@ def init_meta_state(
 MetaStepFn = Callable[..., tuple[MetaState, Params, MetaDiagnostics]]
 
 
+def _on_cpu(mesh: jax.sharding.Mesh) -> bool:
+    return any(d.platform == "cpu" for d in mesh.devices.flat)
+
+
 def make_meta_step(
     cfg: MetaConfig,
     task: Any,
     dynamics_fn: imagine_lib.DynamicsFn,
     mesh: jax.sharding.Mesh | None = None,
+    lapack: bool | None = None,
 ) -> MetaStepFn:
     """Builds the pure, jittable meta step.
 
@@ -245,6 +250,9 @@ def make_meta_step(
       mesh: optional device mesh (``sharding.task_mesh``): every ``[T, ...]`` array is
         split over its ``tasks`` axis, so imagination and the per-task work run in
         parallel on all devices. ``None`` (or a mesh of one device): no constraints.
+      lapack: the baseline fit by jaxlib's LAPACK kernels or by plain ``jnp`` ops
+        (``returns.fit_linear_baseline``); default: LAPACK unless the mesh splits the
+        tasks over several CPU devices, where a batched LAPACK kernel can hang the host.
 
     Returns:
       ``meta_step(state, models, start_obs=None, start_count=None)
@@ -260,6 +268,11 @@ def make_meta_step(
       - ``diagnostics``: ``MetaDiagnostics``.
     """
     num_tasks, r = cfg.meta_batch_size, cfg.rollouts_per_task
+    # Tasks split over several CPU devices: no batched LAPACK kernel in the program (they
+    # wait on the host's thread pool that the devices' programs hold; see
+    # `returns.fit_linear_baseline`).
+    if lapack is None:
+        lapack = not (mesh is not None and mesh.devices.size > 1 and _on_cpu(mesh))
 
     def sample(key, params_t, models, start_obs, start_count):
         key_start, key_roll = jax.random.split(key)
@@ -289,6 +302,7 @@ def make_meta_step(
             cfg.gae_lambda,
             cfg.baseline_reg,
             cfg.normalize_adv,
+            lapack=lapack,
         )
         batch = PolicyBatch(rollouts.obs, rollouts.act, adv.adv, rollouts.mask, rollouts.logp)
         return sharding_lib.shard_tasks((rollouts, batch), mesh)
