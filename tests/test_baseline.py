@@ -10,11 +10,13 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
 from experiments import baseline
-from tests._cli import forced_devices_env, one_line_error, run_module
+from tests._cli import ROOT, forced_devices_env, one_line_error, run_module
 
 TINY = [
     "--env=inverted_pendulum",
@@ -186,16 +188,28 @@ def test_cpu_devices_hang_only_when_every_thread_holds_a_splitting_device():
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 schedulable cores")
 def test_cpu_devices_that_would_hang_is_one_line_exit_2(tmp_path):
-    # On 2 cores (the child's affinity), brax's 2048 HalfCheetah envs over 2 devices.
+    # On 2 cores (the child's affinity, set before the CLI starts), brax's 2048 HalfCheetah
+    # envs over 2 devices.
     cores = sorted(os.sched_getaffinity(0))[:2]
     run_dir = tmp_path / "run"
-    proc = run_module(
-        "experiments.baseline",
-        "--env=halfcheetah",
-        "--cpu_devices=2",
-        f"--logdir={run_dir}",
+    child = (
+        "import os, runpy, sys; "
+        f"os.sched_setaffinity(0, {cores!r}); "
+        "runpy.run_module('experiments.baseline', run_name='__main__', alter_sys=True)"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            child,
+            "--env=halfcheetah",
+            "--cpu_devices=2",
+            f"--logdir={run_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=60,
-        preexec_fn=lambda: os.sched_setaffinity(0, cores),
     )
     _assert_one_line_error(proc, "would hang", "--cpu_devices=4 (512 each)")
     assert not run_dir.exists()
