@@ -4,12 +4,15 @@ Runs in a subprocess because the device count is fixed when JAX starts
 (`XLA_FLAGS=--xla_force_host_platform_device_count=4`).
 """
 
+import csv
 import json
 import os
 import subprocess
 import sys
 
-from tests._cli import forced_devices_env
+import pytest
+
+from tests._cli import forced_devices_env, run_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,3 +101,26 @@ def test_sharded_meta_step_equals_single_device():
     assert res["step_rel"] < 1e-3, res
     assert res["post_rel"] < 1e-4, res
     assert res["diag_rel"] < 1e-3, res
+
+
+@pytest.mark.slow
+def test_whole_run_on_two_cpu_devices_finishes(tmp_path):
+    # HalfCheetah's smoke run on 2 forced host devices used to hang on 2 cores: each
+    # device's batched LAPACK QR (the baseline fit, 2 tasks per device) waited for pieces
+    # on the thread pool both devices' programs held (WORKSPACE.md, Multi-device). The
+    # timeout turns a hang into a failure.
+    run_dir = tmp_path / "run"
+    proc = run_module(
+        "experiments.run",
+        "--env=halfcheetah",
+        "--preset=smoke",
+        f"--logdir={run_dir}",
+        env=forced_devices_env(2),
+        timeout=420,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(tasks split over 2)" in proc.stdout
+    assert "note: the tasks are split over 2 CPU devices" in proc.stderr
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["n_timesteps"])) for r in rows] == [600, 800]
