@@ -163,7 +163,7 @@ def fit_linear_baseline(
     Args:
       features: ``[N, F]``; targets: ``[N]``; weights: ``[N]`` (0/1 mask).
       lapack: the QR and the triangular solves by jaxlib's LAPACK kernels (the default,
-        fastest on one device), or (False) by Householder reflections and substitution in
+        the path of every committed run), or (False) by Householder reflections and substitution in
         plain ``jnp`` ops, the same arithmetic up to rounding. On a CPU host split into
         several XLA devices the plain ones are required: a batched LAPACK kernel splits
         its batch over the host's thread pool and waits for the pieces on a pool thread,
