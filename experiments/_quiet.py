@@ -19,6 +19,8 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+# jax.distributed.initialize logs the coordinator's address at INFO (multi-process runs).
+logging.getLogger("jax._src.distributed").setLevel(logging.WARNING)
 # matplotlib logs "generated new fontManager" at INFO the first time it is imported in a
 # fresh environment (its font cache is built then); absl would show it on stderr.
 logging.getLogger("matplotlib").setLevel(logging.WARNING)

@@ -25,7 +25,13 @@ import threading
 # after its next checkpoint; a second one (or one before the run began) exits at once,
 # which is as safe as SIGKILL: checkpoints and metrics are written by atomic renames.
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
-_STOP = {"requested": False, "run_dir": None, "resume_cmd": "", "faulted": False}
+_STOP = {
+    "requested": False,
+    "run_dir": None,
+    "resume_cmd": "",
+    "faulted": False,
+    "progress": True,  # False in the processes other than 0 of a multi-process run
+}
 
 
 def _signal_watcher() -> None:
@@ -57,6 +63,7 @@ if __name__ == "__main__":
 import datetime  # noqa: E402
 import time  # noqa: E402
 
+import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from experiments import _quiet  # noqa: E402, F401  (keeps brax/JAX chatter off the console)
@@ -77,6 +84,14 @@ _VMAP_SEEDS = flags.DEFINE_bool(
 _LOGDIR = flags.DEFINE_string("logdir", None, "run directory (default runs/ENV-PRESET-TIME)")
 _RESUME = flags.DEFINE_bool("resume", False, "continue the run in --logdir")
 _QUIET = flags.DEFINE_bool("quiet", False, "no per-iteration progress lines")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "multi-process run: HOST:PORT of process 0 (with --num_processes and --process_id; "
+    "jax.distributed.initialize, WORKSPACE.md 'Multi-device and multi-host')",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-process run: processes")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-process run: this process's id")
 
 _OVERRIDES: list[str] = []
 # Fault injection for the reliability tests: MBMPO_FAULT_INJECT=KIND:ITERATION:PHASE sends
@@ -187,6 +202,7 @@ class _Progress:
         self.last = time.perf_counter()
 
     def __call__(self, state, metrics) -> None:
+        _check_agree(state)
         now = time.perf_counter()
         steps, it = int(state.n_timesteps), int(state.iteration)
         capacity = int(state.buffer.obs.shape[0])
@@ -198,9 +214,72 @@ class _Progress:
         eta = eta_seconds(
             self.history, min(steps, capacity), self.per_iteration, remaining, capacity
         )
-        if not _QUIET.value:
+        if not _QUIET.value and _STOP["progress"]:
             line = _progress(metrics, self.total_iters, total_steps, eta)
             print(self.prefix + line, flush=True)
+
+
+def _should_stop() -> bool:
+    """Whether to stop after this iteration: a signal to this process or, in a
+    multi-process run, to any of them (all must stop at the same iteration, or the
+    others would wait in the next collective for ever)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return bool(_STOP["requested"])
+    from jax.experimental import multihost_utils
+
+    flags_all = multihost_utils.process_allgather(np.array([_STOP["requested"]], np.int32))
+    return bool(np.any(flags_all))
+
+
+class ProcessesDivergedError(ValueError):
+    """The processes of a multi-process run hold different states (see `_check_agree`)."""
+
+
+def _fingerprint(state) -> np.ndarray:
+    """[4] float64: the sums of the models' parameters, the policy's parameters and the
+    buffer's observations, and the real steps: what each process computes on its own."""
+    import jax
+
+    def total(tree) -> float:
+        return sum(float(np.sum(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree))
+
+    return np.array(
+        [
+            total(state.ensemble.params),
+            total(state.meta.params),
+            total(state.buffer.obs),
+            float(state.n_timesteps),
+        ]
+    )
+
+
+def _check_agree(state, gather=None) -> None:
+    """In a multi-process run, fails if the processes' states differ after an iteration.
+
+    Every process fits its own copy of the ensemble and collects its own copy of the real
+    data (the same key: the same data); the meta phase then takes them as replicated
+    inputs, which XLA does not check. Hosts of different kinds can round differently (the
+    bfloat16 fit, MuJoCo's contacts), and the run would silently mix their states: this
+    makes that one error. `gather`: the all-gather over processes (tests).
+    """
+    import jax
+
+    if gather is None:
+        if jax.process_count() == 1:
+            return
+        from jax.experimental import multihost_utils
+
+        gather = multihost_utils.process_allgather
+    prints = np.asarray(gather(_fingerprint(state)))
+    if not np.array_equal(prints, np.broadcast_to(prints[0], prints.shape)):
+        raise ProcessesDivergedError(
+            f"the processes' states differ after iteration {int(state.iteration)} (sums of "
+            "models, policy, buffer, steps per process: "
+            f"{np.array2string(prints, precision=6)}); run every process on the same kind "
+            "of host and software"
+        )
 
 
 def run_one(cfg, run_dir: str, resume: bool) -> bool:
@@ -210,7 +289,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
         cfg,
         run_dir,
         resume=resume,
-        should_stop=lambda: _STOP["requested"],
+        should_stop=_should_stop,
         on_iteration=_Progress(cfg),
         on_phase=_fault_hook,
     )
@@ -238,7 +317,7 @@ def run_seeds(cfgs, run_dirs: list[str], resume: bool) -> bool:
         cfgs,
         run_dirs,
         resume=resume,
-        should_stop=lambda: _STOP["requested"],
+        should_stop=_should_stop,
         on_iteration=lambda s, state, metrics: progress[s](state, metrics),
         on_phase=_fault_hook,
     )
@@ -265,19 +344,21 @@ def run_seeds(cfgs, run_dirs: list[str], resume: bool) -> bool:
 _BF16_SLOWER_BELOW = 0.9
 
 
-def _devices_note(platform: str, n_mesh: int) -> str:
+def _devices_note(platform: str, n_mesh: int, processes: int = 1) -> str:
     """A note when the tasks are split over several CPU devices ('' otherwise).
 
     Several CPU devices in one process are forced host devices (`XLA_FLAGS=
-    --xla_force_host_platform_device_count=N`). Whole runs on them used to hang (a batched
+    --xla_force_host_platform_device_count=N`); in several processes, a multi-process
+    run (`--coordinator_address` ...). Whole runs on forced devices used to hang (a batched
     LAPACK QR in the baseline fit waiting on the thread pool that the devices' programs
     held); the meta step now fits without LAPACK there (WORKSPACE.md, "Multi-device and
     multi-host"), but the results in WORKSPACE.md were all made with one CPU device.
     """
     if platform != "cpu" or n_mesh <= 1:
         return ""
+    where = f"{processes} processes" if processes > 1 else "forced host devices"
     return (
-        f"note: the tasks are split over {n_mesh} CPU devices (forced host devices); "
+        f"note: the tasks are split over {n_mesh} CPU devices ({where}); "
         "the results in WORKSPACE.md were made with one CPU device per run"
     )
 
@@ -309,10 +390,63 @@ def _precision_note(
     )
 
 
-def main(argv):
-    if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    cfg = _build_config()
+def _init_distributed() -> bool:
+    """`jax.distributed.initialize` when the multi-process flags are given; False otherwise.
+
+    All three flags or none: `--coordinator_address=HOST:PORT --num_processes=N
+    --process_id=I`, the same command on every process otherwise. On CPUs the processes'
+    collectives go through gloo (XLA:CPU has no other cross-process implementation).
+    Must run before anything touches a JAX backend.
+    """
+    given = {
+        "--coordinator_address": _COORDINATOR.value,
+        "--num_processes": _NUM_PROCESSES.value,
+        "--process_id": _PROCESS_ID.value,
+    }
+    if all(v is None for v in given.values()):
+        return False
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        fail(f"a multi-process run needs all of {', '.join(given)}; missing {', '.join(missing)}")
+    n, i = _NUM_PROCESSES.value, _PROCESS_ID.value
+    if n < 1 or not 0 <= i < n:
+        fail(f"--process_id must be in [0, --num_processes), got {i} of {n}")
+    if not _LOGDIR.value:
+        fail("a multi-process run needs --logdir (the run directory every process shares)")
+    import jax
+
+    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value, num_processes=n, process_id=i
+        )
+    except (RuntimeError, ValueError) as e:
+        fail(f"jax.distributed.initialize: {str(e).splitlines()[0]}", code=1)
+    return True
+
+
+def _barrier(name: str) -> None:
+    """Waits until every process of a multi-process run reaches `name`.
+
+    Through the coordination service's own barrier where this jax exposes it (no collective
+    program to compile, and no gloo context, whose set-up prints to stderr, before a
+    one-line error); otherwise `multihost_utils.sync_global_devices`.
+    """
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is not None and hasattr(client, "wait_at_barrier"):
+        client.wait_at_barrier(name, 10 * 60 * 1000)
+        return
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _plan(cfg) -> tuple[str, list[int], list[str], list]:
+    """The run directories and each seed's config (resumed ones read back), checked before
+    anything is written: (base, seeds, run_dirs, cfgs). Errors: one line + exit 2."""
     if _RESUME.value and not _LOGDIR.value:
         fail("--resume needs --logdir=RUN_DIR")
     if _LOGDIR.value:
@@ -351,17 +485,49 @@ def main(argv):
     if len(seeds) > 1:
         resume_args += [f"--seed={seeds[0]}", f"--num_seeds={len(seeds)}"]
     _STOP["resume_cmd"] = "python -m experiments.run " + " ".join(resume_args)
+    return base, seeds, run_dirs, cfgs
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cfg = _build_config()
+    distributed = _init_distributed()
+    if distributed:
+        try:
+            plan = _plan(cfg)
+        except SystemExit:
+            _barrier("mbmpo_jax: run directories checked")
+            raise
+        _barrier("mbmpo_jax: run directories checked")
+    else:
+        plan = _plan(cfg)
+    base, seeds, run_dirs, cfgs = plan
 
     import jax
 
-    from mbmpo_jax.sharding import task_mesh
+    from mbmpo_jax.sharding import processes_in, task_mesh
 
     dev = jax.devices()[0]
+    _STOP["progress"] = jax.process_index() == 0
     c0 = cfgs[0]
-    n_mesh = task_mesh(c0.meta.meta_batch_size).devices.size
+    mesh = task_mesh(c0.meta.meta_batch_size)
+    n_mesh = mesh.devices.size
+    if processes_in(mesh) < jax.process_count():
+        fail(
+            f"the {c0.meta.meta_batch_size} tasks (meta.meta_batch_size) split over at most "
+            f"{n_mesh} of the {jax.device_count()} devices, which leaves out some of the "
+            f"{jax.process_count()} processes; use a process count whose devices divide the tasks"
+        )
     print(
         f"mbmpo_jax | device: {dev.platform.upper()} {dev.device_kind} x{jax.device_count()} "
         f"(tasks split over {n_mesh}) | jax {jax.__version__}"
+        + (
+            f" | process {jax.process_index()} of {jax.process_count()}"
+            f"{'' if jax.process_index() == 0 else ' (progress lines: process 0)'}"
+            if jax.process_count() > 1
+            else ""
+        )
     )
     print(
         f"config: env={c0.env} preset={c0.preset} "
@@ -377,7 +543,7 @@ def main(argv):
         f"seeds={seeds} -> {base}",
         flush=True,
     )
-    warning = _devices_note(dev.platform, n_mesh)
+    warning = _devices_note(dev.platform, n_mesh, jax.process_count())
     if warning:
         print(warning, file=sys.stderr, flush=True)
     note = _precision_note(dev.platform, c0.ensemble.compute_dtype)

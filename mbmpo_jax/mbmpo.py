@@ -174,7 +174,7 @@ class Learned(NamedTuple):
 def _compiled_meta_train(meta_cfg: maml.MetaConfig, task: TaskSpec, dynamics_fn, mesh):
     # Cached on the (hashable, frozen) configs: Trainers of one configuration in one
     # process share a single compilation.
-    return jax.jit(maml.make_meta_train(meta_cfg, task, dynamics_fn, mesh=mesh))
+    return sharding.jit_on_mesh(maml.make_meta_train(meta_cfg, task, dynamics_fn, mesh=mesh), mesh)
 
 
 def _all_finite(tree) -> bool:

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 
 from mbmpo_jax import buffer as buffer_lib
-from mbmpo_jax import dynamics, maml
+from mbmpo_jax import dynamics, maml, sharding
 from mbmpo_jax import mbmpo as mbmpo_lib
 
 __all__ = ["SeedsTrainer", "stack", "unstack"]
@@ -148,7 +148,8 @@ def _vmapped(fn):
 
 @functools.cache
 def _vmapped_meta_train(meta_cfg: maml.MetaConfig, task, dynamics_fn, mesh):
-    return jax.jit(jax.vmap(maml.make_meta_train(meta_cfg, task, dynamics_fn, mesh=mesh)))
+    fn = jax.vmap(maml.make_meta_train(meta_cfg, task, dynamics_fn, mesh=mesh))
+    return sharding.jit_on_mesh(fn, mesh)
 
 
 def _split5(key: jax.Array) -> jax.Array:

@@ -7,7 +7,8 @@ per-task losses across devices; means over tasks become all-reduces. A single de
 the mesh of one (the constraints are then no-ops).
 
 Multi-host: call `jax.distributed.initialize()` first on every host; `jax.devices()` then
-lists all hosts' devices and `task_mesh(jax.devices())` spans them (see WORKSPACE.md).
+lists all hosts' devices and `task_mesh(T)` spans them (see WORKSPACE.md); `jit_on_mesh`
+then returns the meta phase's outputs replicated, so that every process holds all of them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["TASK_AXIS", "shard_tasks", "task_mesh"]
+__all__ = ["TASK_AXIS", "jit_on_mesh", "processes_in", "shard_tasks", "task_mesh"]
 
 TASK_AXIS = "tasks"
 
@@ -53,3 +54,23 @@ def shard_tasks(tree: Any, mesh: Mesh | None) -> Any:
         return jax.lax.with_sharding_constraint(x, spec)
 
     return jax.tree.map(constrain, tree)
+
+
+def jit_on_mesh(fn: Any, mesh: Mesh) -> Any:
+    """`jax.jit(fn)`; for a mesh over several processes, with every output replicated.
+
+    A process can read only the shards on its own devices, and each process needs every
+    task's adapted policy (it collects with all of them) and the diagnostics (its metrics
+    row): so across processes the outputs end in an all-gather. Within one process the
+    outputs keep the shardings XLA chose (tasks stay split; reading them gathers).
+
+    Transforms: host-side Python (wraps `fn` in `jit`).
+    """
+    if not mesh.is_multi_process:
+        return jax.jit(fn)
+    return jax.jit(fn, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def processes_in(mesh: Mesh) -> int:
+    """How many processes own a device of `mesh`."""
+    return len({d.process_index for d in mesh.devices.flat})

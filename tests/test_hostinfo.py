@@ -99,3 +99,5 @@ def test_devices_note_warns_only_for_several_cpu_devices():
     assert "split over 2 CPU devices" in _devices_note("cpu", 2)
     assert _devices_note("cpu", 1) == ""
     assert _devices_note("gpu", 8) == ""
+    assert "(2 processes)" in _devices_note("cpu", 2, processes=2)
+    assert "forced host devices" in _devices_note("cpu", 2)

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from tests._cli import ROOT, one_line_error, run_module
+from tests._cli import ROOT, forced_devices_env, one_line_error, run_module
 
 NONDETERMINISTIC = ("Time/", "Meta/ModelStepsPerSec")
 
@@ -57,6 +58,15 @@ SMOKE = ["--env=ant", "--preset=smoke", "--seed=1", "--config.num_iterations=3"]
         (["--config.nosuch.field=1"], "unknown config field"),
         (["--nosuchflag=1"], "nosuchflag"),
         (["--resume"], "--resume needs --logdir"),
+        (["--num_processes=2", "--logdir=x"], "missing --coordinator_address, --process_id"),
+        (
+            ["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"],
+            "--process_id must be in [0, --num_processes), got 2 of 2",
+        ),
+        (
+            ["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=0"],
+            "a multi-process run needs --logdir",
+        ),
     ],
 )
 def test_bad_input_one_line_exit_2(args, message, env):
@@ -434,3 +444,112 @@ def test_logdir_that_is_a_file_is_refused(tmp_path, env):
     r = run_cli(["--env=hopper", "--preset=smoke", f"--logdir={path}"], env)
     assert "is not a directory" in one_line_error(r)
     assert path.read_text() == "x"
+
+
+def run_processes(args, envs, timeout=600):
+    """`python -m experiments.run *args` as the processes of one multi-process run on this
+    host (one per environment in `envs`, one CPU device each, collectives through gloo);
+    returns their (returncode, stdout, stderr)."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    n = len(envs)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "experiments.run", *args]
+            + [f"--coordinator_address=localhost:{port}", f"--num_processes={n}"]
+            + [f"--process_id={i}"],
+            cwd=ROOT,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, e in enumerate(envs)
+    ]
+    deadline = time.time() + timeout
+    try:
+        outs = [p.communicate(timeout=max(deadline - time.time(), 1)) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def two_devices(tmp_path_factory, env):
+    """The smoke run in one process on 2 forced host devices: the program a run of two
+    processes with one device each runs, the tasks split the same way."""
+    run_dir = str(tmp_path_factory.mktemp("runs") / "forced2")
+    r = run_cli([*SMOKE, f"--logdir={run_dir}"], dict(forced_devices_env(2), PYTHONUNBUFFERED="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_dir
+
+
+def test_two_processes_run_one_run_directory(two_devices, tmp_path, env):
+    """A multi-process run (jax.distributed on this host, the tasks split over both
+    processes' devices, their all-reduces through gloo): every process runs the iteration,
+    process 0 alone writes the metrics and prints the progress, and the run equals the one
+    process with two devices (the same mesh) exactly. (Against one device it differs by
+    rounding in the sums over tasks, which the closed loop carries into the real returns:
+    the smoke run's Ant returns then differ by tens of percent.)"""
+    run_dir = str(tmp_path / "mp")
+    out = run_processes([*SMOKE, f"--logdir={run_dir}"], [env, env])
+    for code, _, err in out:
+        assert code == 0, err[-3000:]
+    (_, out0, _), (_, out1, _) = out
+    assert "process 0 of 2" in out0 and "it   3/3" in out0
+    assert "process 1 of 2 (progress lines: process 0)" in out1 and "it   1/3" not in out1
+    assert "tasks split over 2" in out0
+    assert stable(read_rows(run_dir)) == stable(read_rows(two_devices))
+
+    # Bad input in a multi-process run: every process gives the one line and exits 2 (the
+    # checks of the run directories end in a barrier, so none writes before all have
+    # checked; none is left waiting for the others).
+    before = open(os.path.join(run_dir, "metrics.csv")).read()
+    for code, out_i, err in run_processes([*SMOKE, f"--logdir={run_dir}"], [env, env]):
+        assert "pass --resume" in one_line_error(subprocess.CompletedProcess([], code, out_i, err))
+    assert open(os.path.join(run_dir, "metrics.csv")).read() == before
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_and_resume(two_devices, tmp_path, env):
+    """SIGTERM to process 1 alone (during iteration 2's fit): both processes stop after
+    iteration 2's checkpoint (had process 0 gone on, it would wait in the next collective
+    for ever), and both resume to the end."""
+    run_dir = str(tmp_path / "mp")
+    args = [*SMOKE, f"--logdir={run_dir}"]
+    out = run_processes(args, [env, dict(env, MBMPO_FAULT_INJECT="sigterm:2:fit")])
+    for code, _, err in out:
+        assert code == 130, err[-3000:]
+        assert "stopped safely at iteration 2" in err and "Traceback" not in err
+    assert [r["iteration"] for r in read_rows(run_dir)] == ["1.0", "2.0"]
+    out = run_processes([*args, "--resume"], [env, env])
+    for code, _, err in out:
+        assert code == 0, err[-3000:]
+    assert "resumed at iteration 2" in out[0][1]
+    assert stable(read_rows(run_dir)) == stable(read_rows(two_devices))
+
+
+def test_processes_whose_states_differ_are_one_error():
+    """`_check_agree` (after every iteration of a multi-process run): equal fingerprints
+    pass; a state that differs in any of its parts (here one model weight, by one ulp of
+    its sum) is refused with the processes' fingerprints."""
+    import jax
+
+    from experiments.run import ProcessesDivergedError, _check_agree, _fingerprint
+    from mbmpo_jax import config as config_lib
+    from mbmpo_jax import mbmpo
+
+    state = mbmpo.Trainer(config_lib.get_config("hopper", "smoke")).empty_state(
+        jax.random.PRNGKey(0)
+    )
+    _check_agree(state, gather=lambda fp: np.stack([fp, fp, fp]))
+    ens = state.ensemble
+    leaves, treedef = jax.tree.flatten(ens.params)
+    leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].add(1e-3)
+    other = state.replace(ensemble=ens.replace(params=jax.tree.unflatten(treedef, leaves)))
+    assert _fingerprint(other)[0] != _fingerprint(state)[0]
+    assert np.array_equal(_fingerprint(other)[1:], _fingerprint(state)[1:])
+    with pytest.raises(ProcessesDivergedError, match="differ after iteration 0"):
+        _check_agree(state, gather=lambda fp: np.stack([fp, _fingerprint(other)]))
