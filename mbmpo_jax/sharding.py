@@ -66,7 +66,7 @@ def jit_on_mesh(fn: Any, mesh: Mesh) -> Any:
 
     Transforms: host-side Python (wraps `fn` in `jit`).
     """
-    if not mesh.is_multi_process:
+    if processes_in(mesh) == 1:
         return jax.jit(fn)
     return jax.jit(fn, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
