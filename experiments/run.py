@@ -5,6 +5,8 @@ Flags:
   another instead of one program), --logdir, --resume,
   --config.FIELD=VALUE for any config field (e.g. --config.meta.inner_lr=0,
   --config.ensemble.hidden=256,256). Bad values: one-line error, exit code 2.
+  Several processes (hosts) running one run: the same command on each with
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I and a shared --logdir.
 
 A run directory holds config.json, metrics.csv, tb/ (TensorBoard) and checkpoints/ (orbax,
 one per iteration, the last `checkpoint_keep` kept). An existing run directory is never
