@@ -72,5 +72,8 @@ def jit_on_mesh(fn: Any, mesh: Mesh) -> Any:
 
 
 def processes_in(mesh: Mesh) -> int:
-    """How many processes own a device of `mesh`."""
+    """How many processes own a device of `mesh`.
+
+    Transforms: host-side Python (reads the mesh's devices; not for jit/vmap/grad).
+    """
     return len({d.process_index for d in mesh.devices.flat})

@@ -122,7 +122,7 @@ PUBLIC = {
         "make_policy",
         "sample",
     ],
-    "mbmpo_jax.sharding": ["TASK_AXIS", "shard_tasks", "task_mesh"],
+    "mbmpo_jax.sharding": ["TASK_AXIS", "jit_on_mesh", "processes_in", "shard_tasks", "task_mesh"],
     "mbmpo_jax.returns": [
         "Advantages",
         "compute_advantages",
