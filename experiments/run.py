@@ -417,7 +417,7 @@ def _init_distributed() -> bool:
         fail("a multi-process run needs --logdir (the run directory every process shares)")
     import jax
 
-    if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "", "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(
