@@ -204,7 +204,6 @@ class _Progress:
         self.last = time.perf_counter()
 
     def __call__(self, state, metrics) -> None:
-        _check_agree(state)
         now = time.perf_counter()
         steps, it = int(state.n_timesteps), int(state.iteration)
         capacity = int(state.buffer.obs.shape[0])
@@ -284,6 +283,16 @@ def _check_agree(state, gather=None) -> None:
         )
 
 
+def _agreed(on_iteration):
+    """`on_iteration` after `_check_agree` (a no-op in one process)."""
+
+    def call(state, metrics) -> None:
+        _check_agree(state)
+        on_iteration(state, metrics)
+
+    return call
+
+
 def run_one(cfg, run_dir: str, resume: bool) -> bool:
     """Runs (or continues) one seed in `run_dir`; returns False if stopped by a signal."""
     start = time.perf_counter()
@@ -292,7 +301,7 @@ def run_one(cfg, run_dir: str, resume: bool) -> bool:
         run_dir,
         resume=resume,
         should_stop=_should_stop,
-        on_iteration=_Progress(cfg),
+        on_iteration=_agreed(_Progress(cfg)),
         on_phase=_fault_hook,
     )
     if not finished:
@@ -320,7 +329,7 @@ def run_seeds(cfgs, run_dirs: list[str], resume: bool) -> bool:
         run_dirs,
         resume=resume,
         should_stop=_should_stop,
-        on_iteration=lambda s, state, metrics: progress[s](state, metrics),
+        on_iteration=lambda s, state, metrics: _agreed(progress[s])(state, metrics),
         on_phase=_fault_hook,
     )
     if not finished:
@@ -498,16 +507,11 @@ def main(argv):
         fail(f"unexpected arguments: {' '.join(argv[1:])}")
     cfg = _build_config()
     distributed = _init_distributed()
-    if distributed:
-        try:
-            plan = _plan(cfg)
-        except SystemExit:
+    try:
+        base, seeds, run_dirs, cfgs = _plan(cfg)
+    finally:  # also on a one-line error: every process reaches the barrier, none waits
+        if distributed:
             _barrier("mbmpo_jax: run directories checked")
-            raise
-        _barrier("mbmpo_jax: run directories checked")
-    else:
-        plan = _plan(cfg)
-    base, seeds, run_dirs, cfgs = plan
 
     import jax
 
