@@ -369,6 +369,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             f"{name} sizes must be positive, got {sizes}",
         )
     need(cfg.meta.inner_lr >= 0, f"meta.inner_lr must be >= 0, got {cfg.meta.inner_lr}")
+    need(
+        cfg.meta.entropy_coeff >= 0,
+        f"meta.entropy_coeff must be >= 0, got {cfg.meta.entropy_coeff}",
+    )
     need(cfg.meta.cg_damping >= 0, "meta.cg_damping must be >= 0")
     need(0 < cfg.meta.backtrack_ratio < 1, "meta.backtrack_ratio must be in (0, 1)")
     need(0 < cfg.meta.discount <= 1, "meta.discount must be in (0, 1]")
@@ -442,6 +446,7 @@ _BEFORE_FIELD = {
     ("ensemble", "patience"): 0,
     ("meta", "reward_action"): "clipped",
     ("meta", "fvp_subsample"): 1,
+    ("meta", "entropy_coeff"): 0.0,
 }
 
 

@@ -70,6 +70,7 @@ def test_buffer_estimate_by_hand_and_refusal():
         ("total_steps", 0, "total_steps must be positive"),
         ("meta.reward_action", "raw", "meta: reward_action must be one of"),
         ("meta.model_action", "unclipped", "meta: model_action must be one of"),
+        ("meta.entropy_coeff", -0.01, "meta.entropy_coeff must be >= 0"),
     ],
 )
 def test_validate_refuses(field, value, message):

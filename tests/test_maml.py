@@ -256,6 +256,39 @@ def test_alpha_zero_is_the_plain_policy_gradient(x64):
     np.testing.assert_allclose(ravel_pytree(grad)[0], ref, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("inner_lr", [0.0, 0.3])
+def test_entropy_bonus_adds_beta_times_the_adapted_entropy(x64, inner_lr):
+    """The bonus is beta x the mean over tasks of the adapted policies' Gaussian entropy,
+    sum(log_std) + A/2 log(2 pi e) by hand from the returned post params; with alpha = 0
+    its gradient is beta on every log-std entry and nothing else."""
+    rng = np.random.default_rng(2)
+    t, r, h, o, a = 3, 2, 4, 2, 2
+    theta = pol.init(jax.random.PRNGKey(2), o, a, hidden=(4,), init_std=0.7)
+    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
+    pre = (jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a)),)
+    post = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
+    beta = 0.05
+    plain, post_params = maml.meta_objective(theta, pre, post, inner_lr)
+    bonus, _ = maml.meta_objective(theta, pre, post, inner_lr, entropy_coeff=beta)
+    log_std = np.asarray(post_params["log_std"])  # [T, A]
+    entropies = log_std.sum(-1) + 0.5 * a * np.log(2 * np.pi * np.e)
+    np.testing.assert_allclose(float(bonus) - float(plain), beta * entropies.mean(), rtol=1e-12)
+    if inner_lr == 0.0:
+        grad = lambda c: jax.grad(maml.meta_objective, has_aux=True)(
+            theta, pre, post, 0.0, entropy_coeff=c
+        )[0]
+        diff = jax.tree.map(lambda x, y: np.asarray(x - y), grad(beta), grad(0.0))
+        np.testing.assert_allclose(diff["log_std"], np.full(a, beta), rtol=1e-12)
+        for layer in diff["layers"]:
+            for v in layer.values():
+                np.testing.assert_allclose(v, 0.0, atol=1e-15)
+
+
+def test_negative_entropy_coeff_is_refused():
+    with pytest.raises(ValueError, match="entropy_coeff"):
+        maml.MetaConfig(entropy_coeff=-0.1)
+
+
 # ----------------------------------------------------------------------------------------
 # Meta steps on a toy task with exactly known dynamics.
 

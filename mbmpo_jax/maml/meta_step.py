@@ -98,6 +98,9 @@ class MetaConfig:
     start_from: str = "reset"
     outer: str = "trpo"  # "trpo" (paper) | "ppo" (RLlib's port)
     max_kl: float = 0.01
+    # beta of an entropy bonus on the outer objective (``maml.meta_objective``): 0 is the
+    # paper's objective; > 0 slows the policy's std from collapsing onto its first gait
+    entropy_coeff: float = 0.0
     cg_iters: int = 10
     cg_damping: float = 1e-5
     backtrack_ratio: float = 0.8
@@ -131,6 +134,8 @@ class MetaConfig:
             raise ValueError(
                 f"inner_update must be one of {INNER_UPDATES}, got {self.inner_update!r}"
             )
+        if not self.entropy_coeff >= 0:
+            raise ValueError(f"entropy_coeff must be >= 0, got {self.entropy_coeff}")
         if self.fvp_subsample < 1:
             raise ValueError("fvp_subsample must be >= 1")
         if self.num_inner_steps < 1:
@@ -351,6 +356,7 @@ def make_meta_step(
             inner_lr=cfg.inner_lr,
             sample_objective=sample_objective,
             inner_update=cfg.inner_update,
+            entropy_coeff=cfg.entropy_coeff,
         )
         if cfg.outer == "trpo":
             new_theta, info = trpo_outer_step(objective, theta, pre_batches, post, post_params, cfg)

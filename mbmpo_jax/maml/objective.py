@@ -186,6 +186,7 @@ def meta_objective(
     inner_lr: float,
     sample_objective: SampleObjective = likelihood_ratio,
     inner_update: str = "pg",
+    entropy_coeff: float = 0.0,
 ) -> tuple[jax.Array, Params]:
     """The MB-MPO meta-objective ``mean_k J_k(theta'_k(theta))`` (to maximise).
 
@@ -200,6 +201,9 @@ def meta_objective(
       sample_objective: the per-sample surrogate (``likelihood_ratio``: TRPO, the paper;
         ``optim.ppo.clipped_objective``: RLlib's PPO outer step).
       inner_update: the inner step's direction (``inner_grad``; ``"pg"``: the paper's).
+      entropy_coeff: beta >= 0 (a Python float); adds ``beta * mean_k mean H(pi_k)``, the
+        adapted policies' entropy on the post-update samples (0: the paper's objective).
+        With normalised advantages it is in the surrogate's units, as PPO's entropy cost.
 
     Returns:
       ``(J, post_params)``: the scalar objective and the adapted params ``[T]`` as aux
@@ -208,7 +212,13 @@ def meta_objective(
     Transforms: pure JAX; safe under jit, vmap and grad (with ``has_aux=True``).
     """
     post_params = adapt(theta, pre_batches, inner_lr, inner_update)
-    return lr_surrogate(post_params, post, sample_objective), post_params
+    objective = lr_surrogate(post_params, post, sample_objective)
+    if entropy_coeff:
+        _, log_std = jax.vmap(pol.apply)(post_params, post.obs)
+        objective = objective + entropy_coeff * jnp.mean(
+            masked_mean(pol.entropy(log_std), post.mask)
+        )
+    return objective, post_params
 
 
 def task_kl(
