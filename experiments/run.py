@@ -549,6 +549,7 @@ def main(argv):
         f"{'' if c0.meta.fvp_subsample == 1 else f' fvp_subsample={c0.meta.fvp_subsample}'} "
         f"inner_lr={c0.meta.inner_lr}"
         f"{'' if c0.meta.inner_update == 'pg' else ' (' + c0.meta.inner_update + ')'} "
+        f"{f'entropy_coeff={c0.meta.entropy_coeff} ' if c0.meta.entropy_coeff else ''}"
         f"seeds={seeds} -> {base}",
         flush=True,
     )

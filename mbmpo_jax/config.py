@@ -167,8 +167,9 @@ _CPU_META_STEPS = {"hopper": 30}
 # the paper's 1 elsewhere). On Hopper, where 200-step imagination makes them most of the meta
 # phase, n = 4 took the meta phase 3.2x faster (a run to 100k real steps in 29 min on one
 # core) and ended higher: 668 / 689 / 676 on seeds 0, 1, 2 against 691 / 697 / 526, no seed
-# stalled (seed 3: 648) on an AMX Xeon; on a Zen 4 EPYC 733 / 640 / 219, seed 2 stalled. On HalfCheetah it ended lower on seeds 0, 1, 2 (492 +- 128 against
-# 548 +- 115; level over seeds 0-3) for a run only about 20% faster (the fit dominates there),
+# stalled (seed 3: 648) on an AMX Xeon; on a Zen 4 EPYC 733 / 640 / 219, seed 2 stalled. On
+# HalfCheetah it ended lower on seeds 0, 1, 2 (492 +- 128 against 548 +- 115; level over
+# seeds 0-3) for a run only about 20% faster (the fit dominates there),
 # so not there; on Walker2d level at 200k (463 +- 38 against 473 +- 68) and lower at 100k on
 # every seed, so not there either. On Swimmer it ended higher on every seed (seeds 0, 1, 2
 # escaped the 40-45 gait the full products settled in; the first meta phase narrows the
