@@ -23,6 +23,8 @@ against the new config's layout, so a shape change fails on resume with a restor
 from __future__ import annotations
 
 import argparse
+import csv
+import fcntl
 import json
 import os
 import shutil
@@ -49,8 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.dest} exists: choose a new directory (nothing is overwritten)")
     if os.path.exists(os.path.join(args.source, ".lock")):
         try:
-            import fcntl
-
             fd = os.open(os.path.join(args.source, ".lock"), os.O_RDWR)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.close(fd)
@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(os.path.join(args.dest, name), "w") as f:
             f.write(text)
     with open(os.path.join(args.source, "metrics.csv")) as f:
-        rows = [line for line in f.read().splitlines()[1:] if line.strip()]
-    header = open(os.path.join(args.source, "metrics.csv")).readline().strip().split(",")
-    last = dict(zip(header, rows[-1].split(","), strict=False)) if rows else {}
+        rows = list(csv.DictReader(f))
+    last = rows[-1] if rows else {}
     info = {
         "source": os.path.normpath(args.source),
         "branch_checkpoint": steps[-1],
