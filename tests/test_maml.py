@@ -108,6 +108,17 @@ def _random_batch(rng, t, r, h, o, a, logp=None):
     )
 
 
+def _float64_problem(seed, t, r, h, o, a):
+    """A float64 policy (std 0.7) and one random pre and one post batch, for the tests that
+    compare objectives and KLs against references."""
+    rng = np.random.default_rng(seed)
+    theta = pol.init(jax.random.PRNGKey(seed), o, a, hidden=(4,), init_std=0.7)
+    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
+    pre = (jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a)),)
+    post = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
+    return rng, theta, pre, post
+
+
 # (per-sample objective of maml.meta_objective, its numpy reference): TRPO's likelihood
 # ratio and PPO's clipped one, the two functions the outer steps optimise.
 SAMPLE_OBJECTIVES = {
@@ -261,12 +272,8 @@ def test_entropy_bonus_adds_beta_times_the_adapted_entropy(x64, inner_lr):
     """The bonus is beta x the mean over tasks of the adapted policies' Gaussian entropy,
     sum(log_std) + A/2 log(2 pi e) by hand from the returned post params; with alpha = 0
     its gradient is beta on every log-std entry and nothing else."""
-    rng = np.random.default_rng(2)
     t, r, h, o, a = 3, 2, 4, 2, 2
-    theta = pol.init(jax.random.PRNGKey(2), o, a, hidden=(4,), init_std=0.7)
-    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
-    pre = (jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a)),)
-    post = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
+    _, theta, pre, post = _float64_problem(2, t, r, h, o, a)
     beta = 0.05
     plain, post_params = maml.meta_objective(theta, pre, post, inner_lr)
     bonus, _ = maml.meta_objective(theta, pre, post, inner_lr, entropy_coeff=beta)
@@ -487,12 +494,8 @@ def test_gauss_newton_kl_hvp_equals_hessian(x64, inner_update):
     """The outer step's KL Hessian-vector product vs central differences of the KL gradient
     (autodiff through the inner step), float64; the std-invariant step's Jacobian is not
     symmetric, so its product takes the transposed linearisation."""
-    rng = np.random.default_rng(4)
     t, r, h, o, a = 2, 3, 4, 2, 2
-    theta = pol.init(jax.random.PRNGKey(4), o, a, hidden=(4,), init_std=0.7)
-    theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), theta)
-    pre = (jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a)),)
-    post = jax.tree.map(jnp.asarray, _random_batch(rng, t, r, h, o, a))
+    rng, theta, pre, post = _float64_problem(4, t, r, h, o, a)
     alpha = 0.3
     old_dist = jax.vmap(pol.apply)(maml.adapt(theta, pre, alpha, inner_update), post.obs)
     kl_fn = lambda th: maml.pooled_kl(old_dist, maml.adapt(th, pre, alpha, inner_update), post)
