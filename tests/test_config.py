@@ -126,6 +126,12 @@ def test_config_json_of_older_runs_keeps_their_behaviour():
     assert config_lib.get_config("halfcheetah", "cpu").meta.fvp_subsample == 1
     assert config_lib.get_config("swimmer", "cpu").meta.fvp_subsample == 4
     assert config_lib.get_config("swimmer", "paper").meta.fvp_subsample == 1
+    # the cpu preset's Hopper entropy bonus; runs written before the field existed had none
+    assert cfg.meta.entropy_coeff == 0.003
+    del raw["meta"]["entropy_coeff"]
+    assert config_lib.from_json(json.dumps(raw)).meta.entropy_coeff == 0.0
+    assert config_lib.get_config("halfcheetah", "cpu").meta.entropy_coeff == 0.0
+    assert config_lib.get_config("hopper", "paper").meta.entropy_coeff == 0.0
 
 
 def test_json_round_trip():
