@@ -180,7 +180,7 @@ _CPU_FVP_SUBSAMPLE = {"hopper": 4, "swimmer": 4}
 # The cpu preset's entropy bonus on the outer objective (`meta.entropy_coeff`, beta x the
 # adapted policies' mean entropy; the paper's objective has none). On Hopper the policy's
 # first gait can be a dive that falls at about 100 steps, which the models then predict
-# correctly and the outer steps narrow the policy onto (2 of 16 seeds on a Zen 4 EPYC); with
+# correctly and the outer steps narrow the policy onto (2 of 18 seeds on a Zen 4 EPYC); with
 # beta = 0.003 the entropy falls more slowly on every seed. Chosen on seed 2 (685 against 219
 # at 100k real steps), then decided on seeds not seen before, 10, 11, 12 on the same machine:
 # 705 / 670 / 693 = 689 +- 15 against 655 / 692 / 493 = 613 +- 86 (seed 12 without it in a
