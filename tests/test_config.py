@@ -32,8 +32,12 @@ def test_default_budget_is_tasks_times_horizon():
     # issue 15's measurement: a smaller inner step on HalfCheetah, the paper's elsewhere
     assert config_lib.get_config("halfcheetah", "cpu").meta.inner_lr == 1e-4
     assert cpu.meta.inner_lr == 1e-3
+    # issue 15's measurement: GAE lambda 0.95 on HalfCheetah, the paper's 1.0 elsewhere
+    assert config_lib.get_config("halfcheetah", "cpu").meta.gae_lambda == 0.95
+    assert cpu.meta.gae_lambda == 1.0
     paper = config_lib.get_config("halfcheetah", "paper")
     assert paper.meta.inner_lr == 1e-3
+    assert paper.meta.gae_lambda == 1.0
     # issue 15's measurement: the paper's 30 outer steps on Hopper, 20 elsewhere
     assert cpu.meta.num_meta_steps == paper.meta.num_meta_steps == 30
     assert config_lib.get_config("walker2d", "cpu").meta.num_meta_steps == 20
