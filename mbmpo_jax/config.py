@@ -250,7 +250,7 @@ def get_config(env: str = "halfcheetah", preset: str = "paper") -> ml_collection
         c.meta.num_meta_steps = _CPU_META_STEPS.get(env, 20)
         c.meta.fvp_subsample = _CPU_FVP_SUBSAMPLE.get(env, 1)
         c.meta.entropy_coeff = _CPU_ENTROPY_COEFF.get(env, 0.0)
-        c.meta.gae_lambda = _CPU_GAE_LAMBDA.get(env, 1.0)
+        c.meta.gae_lambda = _CPU_GAE_LAMBDA.get(env, c.meta.gae_lambda)
         # The imagined reward of the action the model steps with (the real environment's),
         # not the paper's sampled one: on the preset's HalfCheetah the sampled one's control
         # cost collapsed the policy's entropy (seeds 0-2 846, 363, 299 against 703, 425, 518
