@@ -420,6 +420,31 @@ def test_nonfinite_data_raises_before_training(field, monkeypatch):
         dynamics.fit(state, buffer.init(8, OBS_DIM, ACT_DIM), jax.random.key(1))
 
 
+@pytest.mark.parametrize("count", [2, 2_047, 2_048, 2_049, 2_500, 2_501, 9_999, 20_000])
+def test_split_permutation_equals_a_full_stable_argsort(count):
+    """The split sorts only a prefix covering `count` (or `sort_count`); the rows are those
+    of numpy's stable argsort of all C keys, for counts on both sides of every prefix size."""
+    capacity = 20_000  # sort sizes 2048, 2500, 5000, 10000, 20000
+    key = jax.random.PRNGKey(3)
+    u = np.asarray(jax.random.uniform(key, (capacity,), jnp.float32))
+    want = np.argsort(np.where(np.arange(capacity) < count, u, 2.0), kind="stable")
+    split = jax.jit(fitting._split_permutation, static_argnums=2)
+    got = split(key, jnp.asarray(count), capacity)
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, want)
+    for sort_count in sorted({count, min(capacity, count + 1), 5_000, capacity}):
+        if sort_count >= count:
+            np.testing.assert_array_equal(split(key, count, capacity, sort_count), want)
+    # Under a vmap over buffers with the largest count unbatched, as `seeds` runs it.
+    counts = jnp.asarray([count, max(2, count // 2)])
+    many = jax.jit(
+        jax.vmap(fitting._split_permutation, in_axes=(None, 0, None, None)), static_argnums=2
+    )(key, counts, capacity, count)
+    np.testing.assert_array_equal(many[0], want)
+    want_half = np.argsort(np.where(np.arange(capacity) < counts[1], u, 2.0), kind="stable")
+    np.testing.assert_array_equal(many[1], want_half)
+
+
 def test_epoch_rows_do_not_depend_on_the_sort_prefix():
     """`sort_count` (a vmap over seeds passes the largest count) picks a longer sorted
     prefix; the rows are the same as with the buffer's own count, for every prefix size."""

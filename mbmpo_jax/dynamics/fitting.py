@@ -62,23 +62,51 @@ def _split_sizes(count: jax.Array, valid_split: float) -> tuple[jax.Array, jax.A
     return n_val, count - n_val
 
 
-def _split_permutation(key: jax.Array, count: jax.Array, capacity: int) -> jax.Array:
+def _split_permutation(
+    key: jax.Array, count: jax.Array, capacity: int, sort_count: jax.Array | None = None
+) -> jax.Array:
     """``[C]`` int32 row indices: the ``count`` valid rows in random order, then the rest.
 
     Positions ``[0, n_valid)`` are the model's validation rows, ``[n_valid, count)`` its
     training rows. Sorting random keys with invalid rows keyed past 1 keeps the shape
-    fixed whatever ``count`` is.
+    fixed whatever ``count`` is; only the shortest static prefix covering ``count`` (or
+    ``sort_count >= count``, which gives the same rows) is sorted (``_argsort_covering``).
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     u = jax.random.uniform(key, (capacity,), jnp.float32)
     u = jnp.where(jnp.arange(capacity) < count, u, 2.0)
-    return jnp.argsort(u).astype(jnp.int32)
+    return _argsort_covering(u, count if sort_count is None else sort_count)
 
 
 def _sort_sizes(capacity: int, smallest: int = 2048, halvings: int = 4) -> tuple[int, ...]:
     """Static prefix lengths (ascending, the last is ``capacity``) to sort over."""
     return tuple(sorted({min(capacity, max(smallest, capacity >> i)) for i in range(halvings + 1)}))
+
+
+def _argsort_covering(keys: jax.Array, cover: jax.Array) -> jax.Array:
+    """``argsort(keys)`` (stable, int32) for ``keys [C]`` that equal their maximum at every
+    position ``>= cover``: those positions have the largest key and the largest indices,
+    so a stable sort leaves them last and in order. Only the shortest of a few static
+    prefix lengths that covers ``cover`` is sorted, picked by ``lax.switch`` (one
+    compilation): sorting all ``C`` keys when only a few thousand rows hold data costs a
+    100k-element sort per model (XLA's CPU sort: about 30 ms each on 2 cores).
+
+    Transforms: safe under jit (sizes are static); under ``vmap`` pass ``cover`` unbatched,
+    or the switch computes every branch.
+    """
+    capacity = keys.shape[0]
+    sizes = _sort_sizes(capacity)
+
+    def sort_prefix(size):
+        def branch(keys):
+            head = jnp.argsort(keys[:size], stable=True).astype(jnp.int32)
+            return jnp.concatenate([head, jnp.arange(size, capacity, dtype=jnp.int32)])
+
+        return branch
+
+    which = jnp.searchsorted(jnp.asarray(sizes), cover)
+    return jax.lax.switch(which, [sort_prefix(size) for size in sizes], keys)
 
 
 def _epoch_train_rows(
@@ -93,10 +121,9 @@ def _epoch_train_rows(
     ``perm`` is a ``_split_permutation``; its positions ``[n_val, count)`` are shuffled
     (a uniform random permutation), the other positions keep their order.
 
-    The shuffle sorts random keys. Sorting all ``C`` positions every epoch would cost a
-    100k-element sort per model per epoch even when only 5k rows hold data (about 10% of
-    such an epoch on CPU), so the sort runs over the shortest of a few static prefix
-    lengths that covers ``count``, picked by ``lax.switch``: still one compilation.
+    The shuffle sorts random keys, over the shortest static prefix that covers ``count``
+    (``_argsort_covering``; a 100k-element sort per model per epoch when only 5k rows
+    hold data would be about 10% of such an epoch on CPU).
     ``sort_count >= count`` (default ``count``) picks the prefix instead: the rows are the
     same for any prefix that covers ``count`` (a stable sort; the rows after ``count``
     keep their order). Under a ``vmap`` over buffers (seeds), pass the largest count
@@ -106,19 +133,9 @@ def _epoch_train_rows(
     """
     capacity = perm.shape[0]
     u = jax.random.uniform(key, (capacity,), jnp.float32)
-
-    def shuffle_prefix(size):
-        def branch(u):
-            pos = jnp.arange(size)
-            keys = jnp.where((pos >= n_val) & (pos < count), u[:size], 2.0)
-            order = jnp.concatenate([jnp.argsort(keys), jnp.arange(size, capacity)])
-            return perm[order]
-
-        return branch
-
-    sizes = _sort_sizes(capacity)
-    which = jnp.searchsorted(jnp.asarray(sizes), count if sort_count is None else sort_count)
-    return jax.lax.switch(which, [shuffle_prefix(size) for size in sizes], u)
+    pos = jnp.arange(capacity)
+    keys = jnp.where((pos >= n_val) & (pos < count), u, 2.0)
+    return perm[_argsort_covering(keys, count if sort_count is None else sort_count)]
 
 
 def _masked_sq_err(layers: Layers, x, y, mask, activation: str, compute_dtype: str = "float32"):
@@ -195,7 +212,9 @@ def _fit_with_keys(
     loss_dtype = jnp.result_type(inputs, *jax.tree.leaves(state.params))
 
     split_keys, shuffle_keys = jnp.moveaxis(jax.vmap(jax.random.split)(model_keys), 1, 0)
-    perms = jax.vmap(_split_permutation, in_axes=(0, None, None))(split_keys, count, capacity)
+    perms = jax.vmap(_split_permutation, in_axes=(0, None, None, None))(
+        split_keys, count, capacity, sort_count
+    )
     val_rows = _pad_to_multiple(perms, batch)  # [K, Cp], validation rows first
 
     def sgd_step(params, opt_state, x, y, mask, active):
