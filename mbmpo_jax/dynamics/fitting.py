@@ -90,7 +90,7 @@ def _argsort_covering(keys: jax.Array, cover: jax.Array) -> jax.Array:
     so a stable sort leaves them last and in order. Only the shortest of a few static
     prefix lengths that covers ``cover`` is sorted, picked by ``lax.switch`` (one
     compilation): sorting all ``C`` keys when only a few thousand rows hold data costs a
-    100k-element sort per model (XLA's CPU sort: about 30 ms each on 2 cores).
+    100k-element sort per model (XLA's CPU sort: tens of milliseconds each).
 
     Transforms: safe under jit (sizes are static); under ``vmap`` pass ``cover`` unbatched,
     or the switch computes every branch.
