@@ -471,6 +471,7 @@ _BEFORE_FIELD = {
     ("meta", "reward_action"): "clipped",
     ("meta", "fvp_subsample"): 1,
     ("meta", "entropy_coeff"): 0.0,
+    ("policy", "normalize_obs"): False,
 }
 
 

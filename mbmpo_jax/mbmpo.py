@@ -127,6 +127,43 @@ def act_per_env(params_t, key, obs):
     return jax.vmap(one)(params_t, keys, obs)
 
 
+@jax.jit
+def _set_obs_norm(params, buf):
+    norm = dynamics.compute_normaliser(buf)
+    return policy_lib.set_obs_norm(params, norm.obs_mean, norm.obs_std)
+
+
+def set_policy_obs_norm(meta: maml.MetaState, buf: buffer_lib.Buffer) -> maml.MetaState:
+    """The fresh policy's observation normaliser set to the buffer's statistics (the
+    warm-up's); `meta` unchanged if the policy has none (``policy.normalize_obs`` off).
+
+    Transforms: host-side Python around a jitted function (not for jit/vmap/grad).
+    """
+    if not policy_lib.normalizes_obs(meta.params):
+        return meta
+    return dataclasses.replace(meta, params=_set_obs_norm(meta.params, buf))
+
+
+@jax.jit
+def _renormalize(params, norm: dynamics.Normaliser):
+    if norm.obs_mean.ndim == 1:
+        return policy_lib.renormalize(params, norm.obs_mean, norm.obs_std)
+    return jax.vmap(policy_lib.renormalize)(params, norm.obs_mean, norm.obs_std)  # [N] seeds
+
+
+def renormalize_policy(meta: maml.MetaState, norm: dynamics.Normaliser) -> maml.MetaState:
+    """The policy's observation normaliser moved to the fit's statistics `norm` (those of
+    the buffer the models were just fitted on) without changing the policy's function
+    (`policy.renormalize`); `meta` unchanged if the policy has none. Also for `[N]`-stacked
+    seeds (`norm` leaves `[N, O]`).
+
+    Transforms: host-side Python around a jitted function (not for jit/vmap/grad).
+    """
+    if not policy_lib.normalizes_obs(meta.params):
+        return meta
+    return dataclasses.replace(meta, params=_renormalize(meta.params, norm))
+
+
 def executor_of(name: str) -> ExecutorFactory:
     """The executor factory a run config names (`config.EXECUTORS`).
 
@@ -290,7 +327,11 @@ class Trainer:
         warm = self.collector.collect(native.uniform_policy(self.task), None, k, target)
         buf = self._add(state.buffer, warm.batch)
         return dataclasses.replace(
-            state, buffer=buf, key=key, n_timesteps=jnp.asarray(warm.num_steps, jnp.int32)
+            state,
+            meta=set_policy_obs_norm(state.meta, buf),
+            buffer=buf,
+            key=key,
+            n_timesteps=jnp.asarray(warm.num_steps, jnp.int32),
         )
 
     def _add(self, buf, batch: native.RealBatch):
@@ -348,6 +389,7 @@ class Trainer:
 
         start = time.perf_counter()
         models = self.models_fn(ens, keys.models)
+        state = dataclasses.replace(state, meta=renormalize_policy(state.meta, ens.norm))
         meta, post_params, diags = self._meta_train(*self.meta_args(state, models))
         diags = jax.device_get(diags)
         times["meta"] = time.perf_counter() - start

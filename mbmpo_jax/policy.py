@@ -6,9 +6,14 @@ inner step. A network is an ``(init, apply)`` pair of pure functions over a para
 pytree; the distribution helpers below work on the ``(mean, log_std)`` that ``apply``
 returns, so that the losses in ``maml`` never need to know about layers.
 
-Params pytree: ``{"layers": [{"w": [I, O], "b": [O]}, ...], "log_std": [A]}``. The layer
-count is read from the pytree, so ``apply`` needs no configuration and works unchanged
-on params with extra leading axes under ``vmap`` (per-task post-update params ``[T]``).
+Params pytree: ``{"layers": [{"w": [I, O], "b": [O]}, ...], "log_std": [A]}``, and with
+``normalize_obs`` also ``"obs_norm": {"mean": [O], "std": [O]}``: the network then reads
+``(obs - mean) / std``. The statistics are not learned (``apply`` stops their gradient, so
+the inner step, TRPO and PPO leave them as they are); ``set_obs_norm`` sets them and
+``renormalize`` moves them to new statistics without changing the policy's function. The
+layer count is read from the pytree, so ``apply`` needs no configuration and works
+unchanged on params with extra leading axes under ``vmap`` (per-task post-update params
+``[T]``).
 
 Dtypes: ``init`` makes float32 params unless given ``dtype`` (float64 needs
 ``jax_enable_x64``); every other function computes in the dtype of its inputs.
@@ -33,7 +38,10 @@ __all__ = [
     "kl",
     "log_prob",
     "make_policy",
+    "normalizes_obs",
+    "renormalize",
     "sample",
+    "set_obs_norm",
 ]
 
 
@@ -43,12 +51,15 @@ class PolicyConfig:
 
     hidden: tanh layer widths; init_std: initial action std; output_scale: the last
     layer's initial weights x this (1.0: rllab's Glorot init; the cpu preset starts the
-    Ant near rest with 0.01).
+    Ant near rest with 0.01); normalize_obs: the network reads the observation
+    z-normalised by the real buffer's statistics (``renormalize``), as PPO's observation
+    normaliser; False is the paper's (rllab's policy reads the raw observation).
     """
 
     hidden: tuple[int, ...] = (32, 32)
     init_std: float = 1.0
     output_scale: float = 1.0
+    normalize_obs: bool = False
 
     def __post_init__(self):
         # A list here would make the config unhashable and break jit's static args.
@@ -57,11 +68,17 @@ class PolicyConfig:
             raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
         if not (self.init_std > 0 and self.output_scale > 0):
             raise ValueError("init_std and output_scale must be positive")
+        if not isinstance(self.normalize_obs, bool):
+            raise ValueError(f"normalize_obs must be a bool, got {self.normalize_obs!r}")
 
 
 Params = Any  # a pytree, see the module docstring
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+# Floor on the observation std the normaliser divides by: a dimension that barely varies
+# in the buffer is not blown up past 1 / OBS_STD_FLOOR per unit of change.
+OBS_STD_FLOOR = 1e-2
 
 
 class Policy(NamedTuple):
@@ -83,13 +100,15 @@ def init(
     init_std: float = 1.0,
     output_scale: float = 1.0,
     dtype: jax.typing.DTypeLike = jnp.float32,
+    normalize_obs: bool = False,
 ) -> Params:
     """Fresh params: Glorot-uniform weights and zero biases (rllab's MLP defaults).
 
     `output_scale` multiplies the last layer's weights: 1.0 is rllab's; a small value
     (e.g. 0.01) starts every mean action near 0, so the first episodes are the noise of
     `init_std` around rest rather than a random bang-bang controller. Every leaf has
-    `dtype` (float32 by default; float64 needs `jax_enable_x64`).
+    `dtype` (float32 by default; float64 needs `jax_enable_x64`). `normalize_obs` adds
+    the identity normaliser (mean 0, std 1), to be set by `set_obs_norm`.
 
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
@@ -103,7 +122,13 @@ def init(
             w = w * output_scale
         layers.append({"w": w, "b": jnp.zeros((n_out,), dtype)})
     log_std = jnp.full((act_dim,), math.log(init_std), dtype)
-    return {"layers": layers, "log_std": log_std}
+    params = {"layers": layers, "log_std": log_std}
+    if normalize_obs:
+        params["obs_norm"] = {
+            "mean": jnp.zeros((obs_dim,), dtype),
+            "std": jnp.ones((obs_dim,), dtype),
+        }
+    return params
 
 
 def apply(params: Params, obs: jax.Array, min_std: float = 1e-6) -> tuple[jax.Array, jax.Array]:
@@ -119,6 +144,9 @@ def apply(params: Params, obs: jax.Array, min_std: float = 1e-6) -> tuple[jax.Ar
       ``(mean [..., A], log_std [..., A])``; ``log_std`` is broadcast to the batch.
     """
     h = obs
+    if "obs_norm" in params:
+        norm = jax.lax.stop_gradient(params["obs_norm"])
+        h = (obs - norm["mean"]) / norm["std"]
     layers = params["layers"]
     for layer in layers[:-1]:
         h = jnp.tanh(h @ layer["w"] + layer["b"])
@@ -127,12 +155,58 @@ def apply(params: Params, obs: jax.Array, min_std: float = 1e-6) -> tuple[jax.Ar
     return mean, jnp.broadcast_to(log_std, mean.shape)
 
 
+def normalizes_obs(params: Params) -> bool:
+    """Whether `params` carry an observation normaliser (``normalize_obs``)."""
+    return "obs_norm" in params
+
+
+def _checked_norm(params: Params, mean: jax.Array, std: jax.Array) -> dict:
+    if not normalizes_obs(params):
+        raise ValueError("these policy params have no observation normaliser (normalize_obs)")
+    dtype = params["log_std"].dtype
+    mean = jnp.asarray(mean, dtype)
+    std = jnp.maximum(jnp.asarray(std, dtype), OBS_STD_FLOOR)
+    return {"mean": jnp.broadcast_to(mean, params["obs_norm"]["mean"].shape), "std": std}
+
+
+def set_obs_norm(params: Params, mean: jax.Array, std: jax.Array) -> Params:
+    """`params` reading ``(obs - mean) / max(std, OBS_STD_FLOOR)``, the layers unchanged
+    (so the function changes: for a fresh policy, whose Glorot weights then meet inputs of
+    unit scale).
+
+    Transforms: pure JAX; safe under jit and vmap.
+    """
+    return {**params, "obs_norm": _checked_norm(params, mean, std)}
+
+
+def renormalize(params: Params, mean: jax.Array, std: jax.Array) -> Params:
+    """The same policy function with the normaliser moved to ``(mean, max(std, floor))``.
+
+    With the old statistics ``(m, s)`` and the new ``(m', s')`` the first layer's
+    ``W' = diag(s' / s) W`` and ``b' = b + ((m' - m) / s) W``, so that
+    ``((x - m') / s') W' + b' = ((x - m) / s) W + b`` for every ``x``: the policy's actions
+    do not jump when the buffer's statistics move, while its first layer keeps reading
+    inputs of unit scale (what the inner step's plain gradient and TRPO's conjugate
+    gradient see). An affine reparametrisation, so a natural-gradient step is unchanged by
+    it to first order; the vanilla-gradient inner step is not.
+
+    Transforms: pure JAX; safe under jit and vmap.
+    """
+    new = _checked_norm(params, mean, std)
+    old = params["obs_norm"]
+    first, *rest = params["layers"]
+    w = first["w"] * (new["std"] / old["std"])[:, None]
+    b = first["b"] + ((new["mean"] - old["mean"]) / old["std"]) @ first["w"]
+    return {**params, "layers": [{"w": w, "b": b}, *rest], "obs_norm": new}
+
+
 def make_policy(
     obs_dim: int,
     act_dim: int,
     hidden: Sequence[int] = (32, 32),
     init_std: float = 1.0,
     output_scale: float = 1.0,
+    normalize_obs: bool = False,
 ) -> Policy:
     """The ``(init, apply)`` pair for the given sizes.
 
@@ -140,7 +214,9 @@ def make_policy(
     """
     hidden = tuple(hidden)
     return Policy(
-        init=lambda key: init(key, obs_dim, act_dim, hidden, init_std, output_scale),
+        init=lambda key: init(
+            key, obs_dim, act_dim, hidden, init_std, output_scale, normalize_obs=normalize_obs
+        ),
         apply=apply,
     )
 

@@ -19,6 +19,7 @@ seeds); `Time/Collect` and `Time/Eval` are the seed's own.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -110,6 +111,9 @@ class SeedsTrainer:
 
         start = time.perf_counter()
         models = self._models(ens, keys.models)
+        states = dataclasses.replace(
+            states, meta=mbmpo_lib.renormalize_policy(states.meta, ens.norm)
+        )
         meta, post_params, diags = self._meta_train(*tr.meta_args(states, models))
         diags = jax.device_get(diags)
         meta_time = time.perf_counter() - start

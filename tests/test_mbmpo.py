@@ -133,3 +133,33 @@ def test_model_action_sampled_fits_and_imagines_with_the_policy_samples():
     assert n == int(state.n_timesteps) > n_warm
     assert np.any(np.abs(new) > high), "the collection's unclipped samples are stored"
     assert np.isfinite(row["Model/OneStepMSE"]) and np.isfinite(row["Model/OpenLoopErr1"])
+
+
+def test_policy_obs_normaliser_follows_the_buffer():
+    """`policy.normalize_obs`: the warm-up sets the policy's normaliser to the warm-up's
+    statistics; each iteration moves it to those of the buffer the models were fitted on
+    (numpy's population mean and std of the valid rows), and the meta phase leaves it."""
+    cfg = _cfg()
+    cfg.policy.normalize_obs = True
+    tr = mbmpo.Trainer(cfg)
+
+    def np_stats(buf):
+        obs = np.asarray(buf.obs, np.float64)[: int(buffer_lib.size(buf))]
+        return obs.mean(0), np.maximum(obs.std(0), 1e-2)
+
+    state = tr.init(jax.random.PRNGKey(6))
+    for _ in range(2):
+        mean, std = np_stats(state.buffer)
+        if int(state.iteration) == 0:
+            np.testing.assert_allclose(
+                state.meta.params["obs_norm"]["mean"], mean, rtol=1e-4, atol=1e-5
+            )
+            np.testing.assert_allclose(state.meta.params["obs_norm"]["std"], std, rtol=1e-4)
+        state, row = tr.iteration(state)
+        np.testing.assert_allclose(
+            state.meta.params["obs_norm"]["mean"], mean, rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(state.meta.params["obs_norm"]["std"], std, rtol=1e-4)
+        assert np.isfinite(row["PrePolicy/AverageReturn"])
+    # the paper's policy reads the raw observation
+    assert "obs_norm" not in mbmpo.Trainer(_cfg()).init(jax.random.PRNGKey(6)).meta.params

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mbmpo_jax import policy as pol
 
@@ -85,3 +86,67 @@ def test_sample_moments_and_kl_monte_carlo():
     lp1 = pol.log_prob(mean1, log_std1, x)
     kl_mc = float(jnp.mean(lp0 - lp1))
     np.testing.assert_allclose(pol.kl(mean, log_std, mean1, log_std1), kl_mc, rtol=0.02)
+
+
+def _np_normalised_forward(params, obs, mean, std):
+    # the network of `_np_forward` on (obs - mean) / max(std, floor), written out in numpy
+    std = np.maximum(np.asarray(std, np.float64), pol.OBS_STD_FLOOR)
+    return _np_forward(params, (np.asarray(obs, np.float64) - np.asarray(mean, np.float64)) / std)
+
+
+def test_obs_normaliser_set_and_renormalize_against_numpy():
+    key, k_obs = jax.random.split(jax.random.PRNGKey(5))
+    plain = pol.init(key, 6, 2, (16, 16))
+    params = pol.make_policy(6, 2, (16, 16), normalize_obs=True).init(key)
+    assert pol.normalizes_obs(params) and not pol.normalizes_obs(plain)
+    obs = 10.0 * jax.random.normal(k_obs, (50, 6)) + 3.0
+    # the identity normaliser: the same function as without one
+    np.testing.assert_allclose(pol.apply(params, obs)[0], pol.apply(plain, obs)[0], atol=1e-6)
+    m1 = np.array([3.0, -1.0, 0.5, 0.0, 2.0, 1.0], np.float32)
+    s1 = np.array([10.0, 0.5, 2.0, 1e-4, 1.0, 4.0], np.float32)  # one std below the floor
+    p1 = pol.set_obs_norm(params, m1, s1)
+    assert p1["obs_norm"]["std"][3] == np.float32(pol.OBS_STD_FLOOR)
+    for a, b in zip(p1["layers"], params["layers"], strict=True):  # set: the layers kept
+        np.testing.assert_array_equal(a["w"], b["w"])
+    np.testing.assert_allclose(
+        pol.apply(p1, obs)[0], _np_normalised_forward(plain, obs, m1, s1), rtol=1e-4, atol=1e-5
+    )
+    # renormalize: new statistics, the same function (also under vmap over [T] params)
+    m2, s2 = m1 + np.float32(2.0), s1 * np.float32(3.0)
+    p2 = pol.renormalize(p1, m2, s2)
+    np.testing.assert_allclose(p2["obs_norm"]["mean"], m2)
+    np.testing.assert_allclose(
+        pol.apply(p2, obs)[0], _np_normalised_forward(plain, obs, m1, s1), rtol=1e-4, atol=1e-4
+    )
+    assert not np.allclose(p2["layers"][0]["w"], p1["layers"][0]["w"])
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), p1)
+    pv = jax.vmap(pol.renormalize, in_axes=(0, None, None))(stacked, m2, s2)
+    np.testing.assert_allclose(pv["layers"][0]["b"][1], p2["layers"][0]["b"], rtol=1e-6)
+    # the first layer reads (x - m2) / s2 through W' = diag(s2 / s1) W (floored stds)
+    ratio = np.maximum(s2, pol.OBS_STD_FLOOR) / np.maximum(s1, pol.OBS_STD_FLOOR)
+    expected = np.asarray(p1["layers"][0]["w"]) * ratio[:, None]
+    np.testing.assert_allclose(p2["layers"][0]["w"], expected, rtol=1e-6)
+
+
+def test_obs_normaliser_is_not_learned():
+    params = pol.make_policy(4, 2, (8,), normalize_obs=True).init(jax.random.PRNGKey(0))
+    params = pol.set_obs_norm(params, np.ones(4, np.float32), 2 * np.ones(4, np.float32))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (9, 4))
+    act = jax.random.normal(jax.random.PRNGKey(2), (9, 2))
+
+    def loss(p):
+        mean, log_std = pol.apply(p, obs)
+        return jnp.sum(pol.log_prob(mean, log_std, act))
+
+    grads = jax.grad(loss)(params)
+    np.testing.assert_array_equal(grads["obs_norm"]["mean"], 0.0)
+    np.testing.assert_array_equal(grads["obs_norm"]["std"], 0.0)
+    assert np.abs(grads["layers"][0]["w"]).max() > 0
+
+
+def test_obs_normaliser_refuses_params_without_one():
+    plain = pol.init(jax.random.PRNGKey(0), 3, 1, (4,))
+    with pytest.raises(ValueError, match="no observation normaliser"):
+        pol.renormalize(plain, np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="normalize_obs must be a bool"):
+        pol.PolicyConfig(normalize_obs=1)

@@ -134,3 +134,22 @@ def test_train_seeds_refuses_configs_that_differ_beyond_the_seed(tmp_path, train
     with pytest.raises(rundir.RunDirError, match="differ in more than their seed"):
         rundir.train_seeds([a, b], [str(tmp_path / "a"), str(tmp_path / "b")], trainer=trainer)
     assert not os.path.exists(tmp_path / "a")
+
+
+def test_seeds_move_each_policy_normaliser_to_its_own_buffer():
+    """`policy.normalize_obs` with seeds as one program: each seed's policy normaliser
+    moves to the statistics of its own buffer (numpy over the valid rows), not a mix."""
+    cfg = config_lib.get_config("inverted_pendulum", "smoke")
+    cfg.num_iterations, cfg.initial_random_steps = 1, 200
+    cfg.policy.normalize_obs = True
+    config_lib.validate(cfg)
+    program = seeds.SeedsTrainer(cfg, 2)
+    states = program.init([jax.random.PRNGKey(1), jax.random.PRNGKey(2)])
+    before = seeds.unstack(states, 2)
+    states, _ = program.iteration(states)
+    for s, (old, new) in enumerate(zip(before, seeds.unstack(states, 2), strict=True)):
+        obs = np.asarray(old.buffer.obs, np.float64)[: int(old.buffer.count)]
+        norm = new.meta.params["obs_norm"]
+        np.testing.assert_allclose(norm["mean"], obs.mean(0), rtol=1e-4, atol=1e-5, err_msg=s)
+        np.testing.assert_allclose(norm["std"], np.maximum(obs.std(0), 1e-2), rtol=1e-4)
+    assert not np.allclose(before[0].buffer.obs[:200], before[1].buffer.obs[:200])

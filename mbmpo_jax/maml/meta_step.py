@@ -220,6 +220,7 @@ def init_meta_state(
         cfg.policy.init_std,
         cfg.policy.output_scale,
         dtype,
+        normalize_obs=cfg.policy.normalize_obs,
     )
     opt_state = optax.adam(cfg.ppo_lr).init(params) if cfg.outer == "ppo" else ()
     return MetaState(
