@@ -1,6 +1,7 @@
 """How saturated is the policy's first tanh layer on the states it visits? (issue 15)
 
-  python docs/probes/policy_saturation.py RUN_DIR [RUN_DIR ...] [--checkpoints=latest] [--episodes=5]
+  python docs/probes/policy_saturation.py RUN_DIR [RUN_DIR ...] [--checkpoints=latest]
+      [--episodes=5]
 
 Restores each run's checkpoint (its pre-update policy, as `experiments.render` does), runs
 the mean action for --episodes 200-step episodes of the native MuJoCo task, and on the
