@@ -156,7 +156,10 @@ def apply(params: Params, obs: jax.Array, min_std: float = 1e-6) -> tuple[jax.Ar
 
 
 def normalizes_obs(params: Params) -> bool:
-    """Whether `params` carry an observation normaliser (``normalize_obs``)."""
+    """Whether `params` carry an observation normaliser (``normalize_obs``).
+
+    Transforms: host-side Python (reads the pytree's structure, static under jit).
+    """
     return "obs_norm" in params
 
 

@@ -120,7 +120,10 @@ PUBLIC = {
         "kl",
         "log_prob",
         "make_policy",
+        "normalizes_obs",
+        "renormalize",
         "sample",
+        "set_obs_norm",
     ],
     "mbmpo_jax.sharding": ["TASK_AXIS", "jit_on_mesh", "processes_in", "shard_tasks", "task_mesh"],
     "mbmpo_jax.returns": [

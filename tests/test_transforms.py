@@ -70,6 +70,12 @@ def _cases(dt=jnp.float32):
     def _f(rng, *shape):
         return jnp.asarray(rng.normal(size=shape), dt)
 
+    normed = policy.set_obs_norm(
+        policy.init(jax.random.PRNGKey(9), OD, AD, (4,), dtype=dt, normalize_obs=True),
+        jnp.ones(OD, dt),
+        jnp.full((OD,), 2.0, dt),
+    )
+
     def _batch(rng):
         mask = (np.arange(H) < rng.integers(1, H + 1, size=(T, R, 1))).astype(np.float64)
         return maml.PolicyBatch(
@@ -200,6 +206,14 @@ def _cases(dt=jnp.float32):
         "policy.init": (lambda k: policy.init(k, OD, AD, (4,)), (jax.random.PRNGKey(7),)),
         "policy.kl": (policy.kl, (_f(r, 5, AD), _f(r, 5, AD), _f(r, 5, AD), _f(r, 5, AD))),
         "policy.log_prob": (policy.log_prob, (_f(r, 5, AD), _f(r, 5, AD), _f(r, 5, AD))),
+        "policy.renormalize": (
+            policy.renormalize,
+            (normed, _f(r, OD), jnp.abs(_f(r, OD)) + 0.5),
+        ),
+        "policy.set_obs_norm": (
+            policy.set_obs_norm,
+            (normed, _f(r, OD), jnp.abs(_f(r, OD)) + 0.5),
+        ),
         "policy.sample": (
             lambda m, s: policy.sample(jax.random.PRNGKey(8), m, s),
             (_f(r, 5, AD), _f(r, 5, AD)),
