@@ -136,6 +136,11 @@ def test_config_json_of_older_runs_keeps_their_behaviour():
     assert config_lib.from_json(json.dumps(raw)).meta.entropy_coeff == 0.0
     assert config_lib.get_config("halfcheetah", "cpu").meta.entropy_coeff == 0.0
     assert config_lib.get_config("hopper", "paper").meta.entropy_coeff == 0.0
+    # the policy's observation normaliser: a run written before the field read raw obs
+    raw["policy"]["normalize_obs"] = True
+    assert config_lib.from_json(json.dumps(raw)).policy.normalize_obs is True
+    del raw["policy"]["normalize_obs"]
+    assert config_lib.from_json(json.dumps(raw)).policy.normalize_obs is False
 
 
 def test_json_round_trip():
