@@ -12,25 +12,19 @@ per-epoch cost, the rest the per-fit cost).
 
 import argparse
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.bench_meta import _median_time
 from mbmpo_jax import buffer, dynamics
 from mbmpo_jax.dynamics import fitting
 from mbmpo_jax.dynamics.model import _normalise_inputs
 
 
 def median_ms(fn, *args, n=7):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return 1e3 * _median_time(fn, *args, repeats=n)
 
 
 def main():
