@@ -1,13 +1,16 @@
 """Any metrics.csv column of committed runs at given real-step counts, per run and averaged.
 
   python docs/probes/column_at_steps.py RUN_DIR [RUN_DIR ...] --column=Meta/Entropy \
-      [--at=20000,40000,100000]
+      [--at=20000,40000,100000] [--at_least=V]
 
 Reads each run's metrics.csv (nothing is trained) and prints the column's value at the
 last row whose `n_timesteps` is at or below each step count (the iteration that had
 collected that much real data; the runs' rows fall on the same counts when their
-configurations match), then the mean over the runs. For the columns the results table
-quotes beside the return: the policy's entropy, the adaptation KL, the models' error.
+configurations match), then the mean over the runs; "-" where a run stopped before the
+step count. For the columns the results table quotes beside the return: the policy's
+entropy, the adaptation KL, the models' error. `--at_least=V` also counts, at each step
+count, the runs whose value is at or above V (e.g. how many runs of every configuration
+ever reached a goal's return), and names the highest.
 """
 
 import argparse
@@ -19,8 +22,9 @@ import numpy as np
 
 
 def value_at(rows: list[dict], column: str, step: int) -> float:
+    """The column at the last row at or below `step`; nan if the run never got that far."""
     before = [r for r in rows if float(r["n_timesteps"]) <= step]
-    if not before:
+    if not before or float(rows[-1]["n_timesteps"]) < step:
         return float("nan")
     return float(before[-1][column])
 
@@ -30,6 +34,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--column", required=True)
     parser.add_argument("--at", default="20000,40000,100000")
+    parser.add_argument("--at_least", type=float, default=None)
     args = parser.parse_args()
     try:
         steps = [int(s) for s in args.at.split(",")]
@@ -45,13 +50,27 @@ def main() -> None:
         if not rows or args.column not in rows[0]:
             sys.exit(f"error: {path}: no column {args.column!r}")
         table.append([value_at(rows, args.column, s) for s in steps])
-        cells = " | ".join(f"{v:.4g}" for v in table[-1])
+        cells = " | ".join("-" if np.isnan(v) else f"{v:.4g}" for v in table[-1])
         print(f"{os.path.basename(run.rstrip('/'))} | {cells}")
-    mean = np.nanmean(np.asarray(table), axis=0)
+    values = np.asarray(table)
+    reached = ~np.isnan(values)
+    mean = [
+        values[reached[:, i], i].mean() if reached[:, i].any() else np.nan
+        for i in range(len(steps))
+    ]
     print(
         f"{args.column} at {', '.join(f'{s:,}' for s in steps)}; mean | "
         + " | ".join(f"{v:.4g}" for v in mean)
     )
+    if args.at_least is not None:
+        names = [os.path.basename(r.rstrip("/")) for r in args.runs]
+        for i, step in enumerate(steps):
+            col = np.where(reached[:, i], values[:, i], -np.inf)
+            best = int(np.argmax(col))
+            print(
+                f"at {step:,}: {int((col >= args.at_least).sum())} of {int(reached[:, i].sum())} "
+                f"runs at or above {args.at_least:g}; highest {col[best]:.4g} ({names[best]})"
+            )
 
 
 if __name__ == "__main__":
