@@ -21,18 +21,19 @@ import re
 import sys
 
 import numpy as np
+from column_at_steps import value_at  # this folder's probe; the script's folder is on sys.path
 
 _RUN = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)$")
 
 
-def value_at(path: str, column: str, step: int) -> float | None:
-    """The column at the last row at or below `step`; None if the run stopped before it."""
+def run_value(path: str, column: str, step: int) -> float | None:
+    """`column_at_steps.value_at` on one metrics.csv; None for nan or a missing column."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or column not in rows[0] or float(rows[-1]["n_timesteps"]) < step:
+    if not rows or column not in rows[0]:
         return None
-    before = [r for r in rows if float(r["n_timesteps"]) <= step]
-    return float(before[-1][column]) if before else None
+    value = value_at(rows, column, step)
+    return None if np.isnan(value) else value
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
         path = os.path.join(run, "metrics.csv")
         if not match or not os.path.isfile(path):
             continue
-        value = value_at(path, args.column, args.at)
+        value = run_value(path, args.column, args.at)
         if value is not None:
             runs[match["config"]][int(match["seed"])] = value
     if not runs:
