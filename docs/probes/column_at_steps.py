@@ -1,16 +1,15 @@
 """Any metrics.csv column of committed runs at given real-step counts, per run and averaged.
 
   python docs/probes/column_at_steps.py RUN_DIR [RUN_DIR ...] --column=Meta/Entropy \
-      [--at=20000,40000,100000] [--at_least=V]
+      [--at=20000,40000,100000]
 
 Reads each run's metrics.csv (nothing is trained) and prints the column's value at the
 last row whose `n_timesteps` is at or below each step count (the iteration that had
 collected that much real data; the runs' rows fall on the same counts when their
 configurations match), then the mean over the runs; "-" where a run stopped before the
 step count. For the columns the results table quotes beside the return: the policy's
-entropy, the adaptation KL, the models' error. `--at_least=V` also counts, at each step
-count, the runs whose value is at or above V (e.g. how many runs of every configuration
-ever reached a goal's return), and names the highest.
+entropy, the adaptation KL, the models' error. (How many runs of every configuration reached
+a return: `config_means.py --levels`.)
 """
 
 import argparse
@@ -34,7 +33,6 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--column", required=True)
     parser.add_argument("--at", default="20000,40000,100000")
-    parser.add_argument("--at_least", type=float, default=None)
     args = parser.parse_args()
     try:
         steps = [int(s) for s in args.at.split(",")]
@@ -62,15 +60,6 @@ def main() -> None:
         f"{args.column} at {', '.join(f'{s:,}' for s in steps)}; mean | "
         + " | ".join(f"{v:.4g}" for v in mean)
     )
-    if args.at_least is not None:
-        names = [os.path.basename(r.rstrip("/")) for r in args.runs]
-        for i, step in enumerate(steps):
-            col = np.where(reached[:, i], values[:, i], -np.inf)
-            best = int(np.argmax(col))
-            print(
-                f"at {step:,}: {int((col >= args.at_least).sum())} of {int(reached[:, i].sum())} "
-                f"runs at or above {args.at_least:g}; highest {col[best]:.4g} ({names[best]})"
-            )
 
 
 if __name__ == "__main__":
