@@ -1,7 +1,7 @@
 """Do a run's models see what its policy does late in the episode? (issue 15, HalfCheetah)
 
   PYTHONPATH=. python docs/probes/imagined_profile.py RUN_DIR [RUN_DIR ...] \
-      [--checkpoints=latest] [--horizon=200] [--rollouts=20]
+      [--checkpoints=latest] [--horizon=200] [--rollouts=20] [--from_real_step=100]
 
 Restores each run's checkpoint and imagines its pre-update policy in every model of its
 fitted ensemble for --horizon steps (one task per model, --rollouts rollouts each, from
@@ -23,7 +23,10 @@ import numpy as np
 
 from experiments.render import _checkpoint_step, _load_config
 from mbmpo_jax import dynamics, imagine, mbmpo
+from mbmpo_jax import ensemble as ensemble_lib
+from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.checkpoint import Checkpointer
+from mbmpo_jax.envs.native import NativeEnv
 
 WINDOWS = ((0, 25), (25, 50), (50, 100), (100, 200))
 
@@ -74,13 +77,98 @@ def profile(run_dir: str, wanted: str, horizon: int, rollouts: int) -> list[tupl
     return out
 
 
+def real_episodes(task, params, n: int, horizon: int, seed: int = 123):
+    """obs [H+1, n, O], actions [H, n, A] (clipped), rewards [H, n], alive masks [H, n]."""
+    env = NativeEnv(task, n)
+    obs = env.reset(jax.random.PRNGKey(seed))
+    act_fn = jax.jit(lambda p, k, o: policy_lib.sample(k, *policy_lib.apply(p, o)))
+    key = jax.random.PRNGKey(seed + 1)
+    alive = np.ones(n, bool)
+    all_obs, acts, rews, masks = [np.asarray(obs)], [], [], []
+    for _ in range(horizon):
+        key, k = jax.random.split(key)
+        act = np.clip(np.asarray(act_fn(params, k, obs)), task.act_low, task.act_high)
+        obs, reward, done = env.step(act)
+        all_obs.append(np.asarray(obs))
+        acts.append(act)
+        rews.append(np.where(alive, reward, 0.0))
+        masks.append(alive.copy())
+        alive &= ~np.asarray(done, bool)
+    return np.asarray(all_obs), np.asarray(acts), np.asarray(rews), np.asarray(masks)
+
+
+def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
+    cfg = _load_config(run_dir)
+    step = _checkpoint_step(run_dir, wanted)
+    trainer = mbmpo.Trainer(cfg)
+    state = Checkpointer(run_dir).restore(step, trainer.empty_state(jax.random.PRNGKey(0)))
+    task = trainer.task
+    models = dynamics.model_params(state.ensemble)
+    k = jax.tree.leaves(models)[0].shape[0]
+    obs, act, rew, mask = real_episodes(task, state.meta.params, rollouts, cfg.horizon)
+    rest = cfg.horizon - start
+    per_task = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), state.meta.params)
+    start_obs = np.broadcast_to(obs[start], (k, *obs[start].shape))  # [K, R, O]
+    ro = imagine.imagine(
+        jax.random.PRNGKey(7),
+        per_task,
+        models,
+        task,
+        trainer.dynamics_fn,
+        rollouts_per_task=rollouts,
+        horizon=rest,
+        start_obs=jnp.asarray(start_obs, jnp.float32),
+        reward_action=cfg.meta.get("reward_action", "clipped"),
+        model_action=cfg.meta.get("model_action", "clipped"),
+    )
+    closed = np.asarray(ro.rew, np.float64).sum() / max(np.asarray(ro.mask).sum(), 1.0)
+    # open loop: every model from the same real state, stepped with the episode's real actions
+    step_all = jax.jit(lambda m, o, a: ensemble_lib.apply_all(trainer.dynamics_fn, m, o, a))
+    reward = jax.jit(jax.vmap(task.reward))
+    done = jax.jit(jax.vmap(task.done))
+    o = jnp.asarray(start_obs, jnp.float32)
+    alive = np.ones(o.shape[:2], bool)
+    total, count = 0.0, 0.0
+    for t in range(start, cfg.horizon):
+        a = jnp.asarray(np.broadcast_to(act[t], (k, *act[t].shape)), jnp.float32)
+        nxt = jnp.stack([step_all(models, o[i], a[i])[i] for i in range(k)])
+        r = np.asarray(reward(o, a, nxt), np.float64)
+        total += np.where(alive, r, 0.0).sum()
+        count += alive.sum()
+        alive &= ~np.asarray(done(nxt), bool)
+        o = nxt
+    return {
+        "run": os.path.basename(run_dir.rstrip("/")),
+        "steps": int(state.n_timesteps),
+        "real": rew[start:].sum() / max(mask[start:].sum(), 1.0),
+        "closed": closed,
+        "open": total / max(count, 1.0),
+    }
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("runs", nargs="+")
     p.add_argument("--checkpoints", default="latest")
     p.add_argument("--horizon", type=int, default=200)
     p.add_argument("--rollouts", type=int, default=20)
+    p.add_argument("--from_real_step", type=int, default=None)
     a = p.parse_args()
+    if a.from_real_step is not None:
+        n = a.from_real_step
+        print(
+            f"run | real steps | reward per alive step from step {n} on: real episodes | "
+            "models, the policy's actions from the real state | models, the real actions"
+        )
+        for r in a.runs:
+            for c in a.checkpoints.split(","):
+                f = from_real(r, c, a.rollouts, n)
+                print(
+                    f"{f['run']} | {f['steps']:,} | {f['real']:.2f} | {f['closed']:.2f} | "
+                    f"{f['open']:.2f}",
+                    flush=True,
+                )
+        return
     print(
         "run | real steps | actions | imagined return per model | "
         "reward per alive step in 0-25, 25-50, 50-100, 100-200"
