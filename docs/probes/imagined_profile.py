@@ -11,7 +11,16 @@ min_std), and prints the imagined reward per step in windows of the episode: 0-2
 50-100, 100-200. Set beside `return_profile.py`'s real windows for the same checkpoint:
 if the models keep the late reward high where the real episode loses it, a longer imagined
 horizon would not show the policy the loss; if they lose it too, the meta phase's 100
-imagined steps (`meta.horizon`) are what hide it. Needs the run's checkpoints (runs/).
+imagined steps (`meta.horizon`) are what hide it.
+
+With --from_real_step=N it first runs --rollouts real episodes (native MuJoCo, sampled
+actions) and then, from each episode's real state at step N, (a) imagines the policy in
+every model for the rest of the episode and (b) steps every model open loop with the
+episode's own real actions; it prints the reward per step from step N on of the real
+episodes, of (a) and of (b): whether the models foresee what really happens from a real
+state, with the policy's actions and with the real ones (made for HalfCheetah, whose
+episodes never end: on a terminating task an episode that ended before step N would start
+from the state after its end). Needs the run's checkpoints (runs/).
 """
 
 import argparse
