@@ -108,6 +108,10 @@ def real_episodes(task, params, n: int, horizon: int, seed: int = 123):
 
 def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
     cfg = _load_config(run_dir)
+    if not 0 <= start < cfg.horizon:
+        raise SystemExit(
+            f"--from_real_step must be in [0, {cfg.horizon}) for {run_dir}, got {start}"
+        )
     step = _checkpoint_step(run_dir, wanted)
     trainer = mbmpo.Trainer(cfg)
     state = Checkpointer(run_dir).restore(step, trainer.empty_state(jax.random.PRNGKey(0)))
