@@ -29,13 +29,12 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from return_profile import trajectories  # this folder's probe; the script's folder is on sys.path
 
 from experiments.render import _checkpoint_step, _load_config
 from mbmpo_jax import dynamics, imagine, mbmpo
 from mbmpo_jax import ensemble as ensemble_lib
-from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.checkpoint import Checkpointer
-from mbmpo_jax.envs.native import NativeEnv
 
 WINDOWS = ((0, 25), (25, 50), (50, 100), (100, 200))
 
@@ -86,26 +85,6 @@ def profile(run_dir: str, wanted: str, horizon: int, rollouts: int) -> list[tupl
     return out
 
 
-def real_episodes(task, params, n: int, horizon: int, seed: int = 123):
-    """obs [H+1, n, O], actions [H, n, A] (clipped), rewards [H, n], alive masks [H, n]."""
-    env = NativeEnv(task, n)
-    obs = env.reset(jax.random.PRNGKey(seed))
-    act_fn = jax.jit(lambda p, k, o: policy_lib.sample(k, *policy_lib.apply(p, o)))
-    key = jax.random.PRNGKey(seed + 1)
-    alive = np.ones(n, bool)
-    all_obs, acts, rews, masks = [np.asarray(obs)], [], [], []
-    for _ in range(horizon):
-        key, k = jax.random.split(key)
-        act = np.clip(np.asarray(act_fn(params, k, obs)), task.act_low, task.act_high)
-        obs, reward, done = env.step(act)
-        all_obs.append(np.asarray(obs))
-        acts.append(act)
-        rews.append(np.where(alive, reward, 0.0))
-        masks.append(alive.copy())
-        alive &= ~np.asarray(done, bool)
-    return np.asarray(all_obs), np.asarray(acts), np.asarray(rews), np.asarray(masks)
-
-
 def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
     cfg = _load_config(run_dir)
     if not 0 <= start < cfg.horizon:
@@ -118,7 +97,7 @@ def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
     task = trainer.task
     models = dynamics.model_params(state.ensemble)
     k = jax.tree.leaves(models)[0].shape[0]
-    obs, act, rew, mask = real_episodes(task, state.meta.params, rollouts, cfg.horizon)
+    obs, act, rew, mask = trajectories(task, state.meta.params, rollouts, cfg.horizon, True, 123)
     rest = cfg.horizon - start
     per_task = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), state.meta.params)
     start_obs = np.broadcast_to(obs[start], (k, *obs[start].shape))  # [K, R, O]

@@ -37,20 +37,30 @@ def _act(params, key, obs, sampled: bool):
     return policy_lib.sample(key, mean, log_std) if sampled else mean
 
 
-def episodes(task, params, episodes: int, horizon: int, sampled: bool, seed: int):
-    """Rewards [horizon, episodes] and alive masks of `episodes` episodes (no auto-reset)."""
+def trajectories(task, params, episodes: int, horizon: int, sampled: bool, seed: int):
+    """`episodes` episodes (no auto-reset): observations [horizon + 1, episodes, O], the
+    actions as the environment applies them (clipped) [horizon, episodes, A], rewards and
+    alive masks [horizon, episodes]."""
     env = NativeEnv(task, episodes)
     obs = env.reset(jax.random.PRNGKey(seed))
     key = jax.random.PRNGKey(seed + 1)
     alive = np.ones(episodes, bool)
-    rewards, masks = [], []
+    observations, actions, rewards, masks = [np.asarray(obs)], [], [], []
     for _ in range(horizon):
         key, k = jax.random.split(key)
-        obs, reward, done = env.step(np.asarray(_act(params, k, obs, sampled)))
+        act = np.asarray(_act(params, k, obs, sampled))
+        obs, reward, done = env.step(act)
+        observations.append(np.asarray(obs))
+        actions.append(np.clip(act, task.act_low, task.act_high))
         rewards.append(np.where(alive, reward, 0.0))
         masks.append(alive.copy())
         alive &= ~np.asarray(done, bool)
-    return np.asarray(rewards), np.asarray(masks)
+    return tuple(np.asarray(x) for x in (observations, actions, rewards, masks))
+
+
+def episodes(task, params, episodes: int, horizon: int, sampled: bool, seed: int):
+    """Rewards [horizon, episodes] and alive masks of `episodes` episodes (no auto-reset)."""
+    return trajectories(task, params, episodes, horizon, sampled, seed)[2:]
 
 
 def profile(rewards: np.ndarray, masks: np.ndarray, horizon: int) -> dict:
