@@ -115,7 +115,8 @@ def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
     )
     closed = np.asarray(ro.rew, np.float64).sum() / max(np.asarray(ro.mask).sum(), 1.0)
     # open loop: every model from the same real state, stepped with the episode's real actions
-    step_all = jax.jit(lambda m, o, a: ensemble_lib.apply_all(trainer.dynamics_fn, m, o, a))
+    # task k (its rollouts [R]) steps in model k, all models in one call
+    step = jax.jit(lambda m, o, a: ensemble_lib.apply_per_task(trainer.dynamics_fn, m, o, a))
     reward = jax.jit(jax.vmap(task.reward))
     done = jax.jit(jax.vmap(task.done))
     o = jnp.asarray(start_obs, jnp.float32)
@@ -123,7 +124,7 @@ def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
     total, count = 0.0, 0.0
     for t in range(start, cfg.horizon):
         a = jnp.asarray(np.broadcast_to(act[t], (k, *act[t].shape)), jnp.float32)
-        nxt = jnp.stack([step_all(models, o[i], a[i])[i] for i in range(k)])
+        nxt = step(models, o, a)
         r = np.asarray(reward(o, a, nxt), np.float64)
         total += np.where(alive, r, 0.0).sum()
         count += alive.sum()
