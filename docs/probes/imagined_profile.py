@@ -114,8 +114,8 @@ def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
         model_action=cfg.meta.get("model_action", "clipped"),
     )
     closed = np.asarray(ro.rew, np.float64).sum() / max(np.asarray(ro.mask).sum(), 1.0)
-    # open loop: every model from the same real state, stepped with the episode's real actions
-    # task k (its rollouts [R]) steps in model k, all models in one call
+    # open loop: model k steps task k's copy of the real states with the episodes' real
+    # actions, every model in one call
     step = jax.jit(lambda m, o, a: ensemble_lib.apply_per_task(trainer.dynamics_fn, m, o, a))
     reward = jax.jit(jax.vmap(task.reward))
     done = jax.jit(jax.vmap(task.done))
