@@ -29,21 +29,29 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from return_profile import trajectories  # this folder's probe; the script's folder is on sys.path
+from return_profile import (  # this folder's probe; the script's folder is on sys.path
+    WINDOWS,
+    profile,
+    trajectories,
+)
 
 from experiments.render import _checkpoint_step, _load_config
 from mbmpo_jax import dynamics, imagine, mbmpo
 from mbmpo_jax import ensemble as ensemble_lib
 from mbmpo_jax.checkpoint import Checkpointer
 
-WINDOWS = ((0, 25), (25, 50), (50, 100), (100, 200))
 
-
-def profile(run_dir: str, wanted: str, horizon: int, rollouts: int) -> list[tuple]:
+def _restore(run_dir: str, wanted: str):
+    """The run's config, a Trainer of it and its state at checkpoint `wanted`."""
     cfg = _load_config(run_dir)
-    step = _checkpoint_step(run_dir, wanted)
     trainer = mbmpo.Trainer(cfg)
+    step = _checkpoint_step(run_dir, wanted)
     state = Checkpointer(run_dir).restore(step, trainer.empty_state(jax.random.PRNGKey(0)))
+    return cfg, trainer, state
+
+
+def imagined(run_dir: str, wanted: str, horizon: int, rollouts: int) -> list[tuple]:
+    cfg, trainer, state = _restore(run_dir, wanted)
     models = dynamics.model_params(state.ensemble)
     k = jax.tree.leaves(models)[0].shape[0]
     out = []
@@ -64,15 +72,11 @@ def profile(run_dir: str, wanted: str, horizon: int, rollouts: int) -> list[tupl
             model_action=cfg.meta.get("model_action", "clipped"),
         )
         rew = np.asarray(ro.rew, np.float64)  # [K, R, H]
-        mask = np.asarray(ro.mask, np.float64)
         per_model = rew.sum(-1).mean(-1)  # [K]
-        windows = []
-        for lo, hi in WINDOWS:
-            if lo >= horizon:
-                windows.append(float("nan"))
-                continue
-            hi = min(hi, horizon)
-            windows.append(rew[..., lo:hi].sum() / max(mask[..., lo:hi].sum(), 1.0))
+        # return_profile's windows over every model's rollouts as episodes: [H, K * R]
+        as_episodes = lambda x: np.moveaxis(np.asarray(x, np.float64), -1, 0).reshape(horizon, -1)
+        prof = profile(as_episodes(rew), as_episodes(ro.mask), horizon)
+        windows = [prof.get(f"{lo}-{hi}", float("nan")) for lo, hi in WINDOWS]
         out.append(
             (
                 os.path.basename(run_dir.rstrip("/")),
@@ -86,14 +90,10 @@ def profile(run_dir: str, wanted: str, horizon: int, rollouts: int) -> list[tupl
 
 
 def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
-    cfg = _load_config(run_dir)
-    if not 0 <= start < cfg.horizon:
-        raise SystemExit(
-            f"--from_real_step must be in [0, {cfg.horizon}) for {run_dir}, got {start}"
-        )
-    step = _checkpoint_step(run_dir, wanted)
-    trainer = mbmpo.Trainer(cfg)
-    state = Checkpointer(run_dir).restore(step, trainer.empty_state(jax.random.PRNGKey(0)))
+    horizon = _load_config(run_dir).horizon
+    if not 0 <= start < horizon:
+        raise SystemExit(f"--from_real_step must be in [0, {horizon}) for {run_dir}, got {start}")
+    cfg, trainer, state = _restore(run_dir, wanted)
     task = trainer.task
     models = dynamics.model_params(state.ensemble)
     k = jax.tree.leaves(models)[0].shape[0]
@@ -168,7 +168,7 @@ def main():
     )
     for r in a.runs:
         for c in a.checkpoints.split(","):
-            for run, steps, label, per_model, windows in profile(r, c, a.horizon, a.rollouts):
+            for run, steps, label, per_model, windows in imagined(r, c, a.horizon, a.rollouts):
                 models = ", ".join(f"{v:.0f}" for v in per_model)
                 cells = ", ".join(f"{w:.2f}" for w in windows)
                 print(f"{run} | {steps:,} | {label} | {models} | {cells}", flush=True)
