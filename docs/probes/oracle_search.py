@@ -109,11 +109,16 @@ class Oracle:
         return next_obs.astype(np.float32).reshape(shape)
 
 
+def velocities(task) -> slice:
+    """Where the observation holds `qvel` (its last `nv` entries, on every task here)."""
+    return slice(task.obs_dim - task.model.nv, task.obs_dim)
+
+
 def unclipped(task):
     """The task with the raw `qvel` as the observation's velocity part. The reward and done
     functions are the task's: the torso's x velocity they read never reaches the clip, and
     Hopper's |obs[3:]| < 100 test then reads raw velocities, as gym's state test does."""
-    kept = task.obs_dim - task.model.nv
+    kept = velocities(task).start
     obs_fn = task.obs_fn
 
     def raw(qpos, qvel):
@@ -143,7 +148,7 @@ def self_check(task, oracle: Oracle, key) -> tuple[float, float]:
     obs = env.reset(key)
     rng = np.random.default_rng(0)
     worst, clipped, total = 0.0, 0, 0
-    vel = slice(oracle.nq - oracle.dropped, task.obs_dim)
+    vel = velocities(task)
     for _ in range(50):
         act = rng.uniform(task.act_low, task.act_high, size=(20, task.act_dim))
         predicted = oracle(obs.astype(np.float32), act.astype(np.float32))
@@ -175,7 +180,7 @@ def print_profile(cfg, task, path: str, episodes: int) -> None:
     of steps with an observed |velocity| >= 10 (clipped where the task clips), and the
     torso's pitch (obs[1]; HalfCheetah on its back: |pitch| > pi / 2)."""
     params = load_policy(path, cfg, task)
-    vel = slice(task.obs_dim - task.model.nv, task.obs_dim)
+    vel = velocities(task)
     for sampled in (True, False):
         obs, _, rewards, masks = trajectories(task, params, episodes, task.horizon, sampled, 7)
         prof = profile(rewards, masks, task.horizon)
@@ -246,7 +251,7 @@ def main():
     models = jnp.zeros((cfg.ensemble.num_models,), jnp.float32)  # K "members", all the physics
     meta_train = jax.jit(maml.make_meta_train(meta_cfg, task, oracle_dynamics(oracle)))
     evaluator = native.NativeExecutor(task, args.eval_rollouts)
-    vel = slice(oracle.nq - oracle.dropped, task.obs_dim)
+    vel = velocities(task)
     clips = not np.allclose(task.obs(np.zeros(oracle.nq), np.full(oracle.nv, 20.0))[vel], 20.0)
     iterations = config_lib.iterations_of(cfg) if args.iterations is None else args.iterations
     per_iter = config_lib.steps_per_iteration(cfg)
