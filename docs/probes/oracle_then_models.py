@@ -17,8 +17,8 @@ the models take over, the poor basins are chosen early, while the models are poo
 falls into them after the switch, the models pull it there whatever the start.
 
 With --oracle_iterations=0 it is `experiments.run` of the same seed (the same key and
-iteration; checked by `--check`, which compares two iterations against the committed
-metrics of a run given with --check=RUN_DIR). Each row is the run's metrics row plus
+iteration): `--check=RUN_DIR` prints each row's return beside RUN_DIR/metrics.csv's (equal to
+the last digit against `hc-cpu-std05-s0` with `--config.policy.init_std=0.5` on its CPU). Each row is the run's metrics row plus
 `Hybrid/Oracle` (1 while the physics stands in for the models) and, on HalfCheetah, the
 pre-update policy's gait on 10 real episodes with the mean action from fixed starts:
 `Gait/MeanPitch` (rad, the torso's pitch; positive is nose-down), `Gait/FlippedShare`
