@@ -17,14 +17,15 @@ the models take over, the poor basins are chosen early, while the models are poo
 falls into them after the switch, the models pull it there whatever the start.
 
 With --oracle_iterations=0 it is `experiments.run` of the same seed (the same key and
-iteration): `--check=RUN_DIR` prints each row's return beside RUN_DIR/metrics.csv's (equal to
-the last digit against `hc-cpu-std05-s0` with `--config.policy.init_std=0.5` on its CPU). Each row is the run's metrics row plus
-`Hybrid/Oracle` (1 while the physics stands in for the models) and, on HalfCheetah, the
-pre-update policy's gait on 10 real episodes with the mean action from fixed starts:
-`Gait/MeanPitch` (rad, the torso's pitch; positive is nose-down), `Gait/FlippedShare`
-(steps with |pitch| > pi/2: on its back) and `Gait/MeanReturn`. The latest pre-update
-policy is kept beside the CSV (`OUT-policy.npz`, `oracle_search.py --profile` reads it),
-and the one at the switch as `OUT-switch-policy.npz`. No checkpoints: a probe, not a run.
+iteration): `--check=RUN_DIR` prints each row's return beside RUN_DIR/metrics.csv's (equal
+to the last digit against `hc-cpu-std05-s0` with `--config.policy.init_std=0.5` on its CPU).
+Each row is the run's metrics row plus `Hybrid/Oracle` (1 while the physics stands in for
+the models) and, on HalfCheetah, the pre-update policy's gait on 10 real episodes with the
+mean action from fixed starts: `Gait/MeanPitch` (rad, the torso's pitch; positive is nose-
+down), `Gait/FlippedShare` (steps with |pitch| > pi/2: on its back) and `Gait/MeanReturn`.
+The latest pre-update policy is kept beside the CSV (`OUT-policy.npz`, `oracle_search.py
+--profile` reads it), and the one at the switch as `OUT-switch-policy.npz`. No checkpoints:
+a probe, not a run.
 """
 
 import argparse
