@@ -196,6 +196,23 @@ def print_profile(cfg, task, path: str, episodes: int) -> None:
         )
 
 
+def config_from_args(env: str, preset: str, rest: list[str], extra: tuple[str, ...] = ()):
+    """`(cfg, overrides)` from the `--config.FIELD=VALUE` arguments left by argparse (`extra`
+    overrides go first); a one-line error and exit on anything else or an invalid config."""
+    overrides = []
+    for item in rest:
+        if not item.startswith("--config."):
+            sys.exit(f"error: unknown argument {item!r} (expected --config.FIELD=VALUE)")
+        overrides.append(item[len("--config.") :])
+    try:
+        cfg = config_lib.get_config(env, preset)
+        config_lib.apply_overrides(cfg, [*extra, *overrides])
+        config_lib.validate(cfg)
+    except (config_lib.ConfigError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    return cfg, overrides
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="hopper")
@@ -218,17 +235,7 @@ def main():
         "episodes all see the unclipped velocities)",
     )
     args, rest = parser.parse_known_args()
-    overrides = []
-    for item in rest:
-        if not item.startswith("--config."):
-            sys.exit(f"error: unknown argument {item!r} (expected --config.FIELD=VALUE)")
-        overrides.append(item[len("--config.") :])
-    try:
-        cfg = config_lib.get_config(args.env, args.preset)
-        config_lib.apply_overrides(cfg, overrides)
-        config_lib.validate(cfg)
-    except (config_lib.ConfigError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    cfg, overrides = config_from_args(args.env, args.preset, rest)
     if cfg.policy.normalize_obs or cfg.meta.start_from != "reset":
         sys.exit("error: the probe runs the reset-start meta phase without the obs normaliser")
     task = get_task(cfg.env, horizon=cfg.horizon)

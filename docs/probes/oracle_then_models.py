@@ -36,9 +36,13 @@ import time
 
 import jax
 import numpy as np
-from oracle_search import Oracle, oracle_dynamics, self_check  # this folder's probe
+from oracle_search import (  # this folder's probe
+    Oracle,
+    config_from_args,
+    oracle_dynamics,
+    self_check,
+)
 
-from mbmpo_jax import config as config_lib
 from mbmpo_jax import mbmpo
 from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.envs import native
@@ -82,17 +86,7 @@ def main():
         help="with --oracle_iterations=0: compare the first rows with RUN_DIR/metrics.csv",
     )
     args, rest = parser.parse_known_args()
-    overrides = []
-    for item in rest:
-        if not item.startswith("--config."):
-            sys.exit(f"error: unknown argument {item!r} (expected --config.FIELD=VALUE)")
-        overrides.append(item[len("--config.") :])
-    try:
-        cfg = config_lib.get_config(args.env, args.preset)
-        config_lib.apply_overrides(cfg, [f"seed={args.seed}", *overrides])
-        config_lib.validate(cfg)
-    except (config_lib.ConfigError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    cfg, _ = config_from_args(args.env, args.preset, rest, extra=(f"seed={args.seed}",))
     if args.oracle_iterations < 0:
         sys.exit("error: --oracle_iterations must be >= 0")
     if os.path.exists(args.out):
