@@ -163,6 +163,12 @@ def self_check(task, oracle: Oracle, key) -> tuple[float, float]:
     return worst, clipped / total
 
 
+def save_policy(path: str, params) -> None:
+    """The policy's leaves by their tree path (what `load_policy` reads back)."""
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    np.savez(path, **{jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves})
+
+
 def load_policy(path: str, cfg, task):
     """The policy params saved by a search (leaves by tree path) in the config's layout."""
     meta_cfg = config_lib.meta_config(cfg)
@@ -315,11 +321,7 @@ def main():
             }
             writer.writerow(row)
             f.flush()
-            leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(meta.params))[0]
-            np.savez(
-                os.path.splitext(out)[0] + "-policy.npz",
-                **{jax.tree_util.keystr(path): np.asarray(x) for path, x in leaves},
-            )
+            save_policy(os.path.splitext(out)[0] + "-policy.npz", meta.params)
             print(
                 f"iter {i:3d} ({row['real_steps_equiv']:>7,} real-step equiv): real "
                 f"{row['PrePolicy/AverageReturn']:7.1f} ({row['PrePolicy/AverageLength']:5.1f} "

@@ -40,17 +40,13 @@ from oracle_search import (  # this folder's probe
     Oracle,
     config_from_args,
     oracle_dynamics,
+    save_policy,
     self_check,
 )
 
 from mbmpo_jax import mbmpo
 from mbmpo_jax import policy as policy_lib
 from mbmpo_jax.envs import native
-
-
-def save_policy(path: str, params) -> None:
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
-    np.savez(path, **{jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves})
 
 
 def mean_action(params, key, obs):
@@ -102,7 +98,10 @@ def main():
     iterations = models.num_iterations if args.iterations is None else args.iterations
     reference = None
     if args.check:
-        with open(os.path.join(args.check, "metrics.csv")) as f:
+        ref_path = os.path.join(args.check, "metrics.csv")
+        if not os.path.isfile(ref_path):
+            sys.exit(f"error: --check: {ref_path} does not exist")
+        with open(ref_path) as f:
             reference = list(csv.DictReader(f))
 
     state = models.init(jax.random.PRNGKey(cfg.seed))
