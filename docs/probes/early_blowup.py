@@ -4,7 +4,8 @@
       [--results=docs/results]
 
 The first meta phase runs on models fitted to the warm-up alone. On many HalfCheetah runs it
-imagines a pre-update return far above the real one (990-1,425 against about -60 real). This
+imagines a pre-update return far above the real one (the preset's seeds 1-3: 938-1,425
+against -23 to -72 real). This
 reads every committed run of a task (the `config_means.py` naming, one preset) that reached
 `--at` real steps. It flags a run when its first row's `Meta/ImaginedPreReturn` exceeds
 `--threshold`, and prints, per seed, how many runs were flagged and the mean return at `--at`
