@@ -26,7 +26,8 @@ import os
 import sys
 
 import numpy as np
-from config_means import _RUN, run_value  # this folder's probes
+from column_at_steps import value_at  # this folder's probes
+from config_means import _RUN
 
 
 def main() -> None:
@@ -46,11 +47,12 @@ def main() -> None:
         with open(config) as f:
             if json.load(f).get("preset") != args.preset:
                 continue
-        final = run_value(metrics, "PrePolicy/AverageReturn", args.at)
-        if final is None:
-            continue
         with open(metrics, newline="") as f:
-            first = float(next(csv.DictReader(f))["Meta/ImaginedPreReturn"])
+            rows = list(csv.DictReader(f))
+        final = value_at(rows, "PrePolicy/AverageReturn", args.at) if rows else float("nan")
+        if np.isnan(final):
+            continue
+        first = float(rows[0]["Meta/ImaginedPreReturn"])
         by_seed[int(match["seed"])].append((first > args.threshold, final))
     if not by_seed:
         sys.exit(f"error: no {args.preset}-preset run of {args.task!r} reached {args.at:,} steps")
