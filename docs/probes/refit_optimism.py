@@ -1,0 +1,155 @@
+"""Do a run's models stay optimistic about its policy once they are fitted on its own data?
+(issue 15, HalfCheetah's late optimism)
+
+  PYTHONPATH=. python docs/probes/refit_optimism.py RUN_DIR [RUN_DIR ...] \
+      [--checkpoints=latest] [--episodes=20] [--rollouts=20] [--copies=5] [--long_epochs=50]
+
+Late in some HalfCheetah runs the meta phase rates its pre-update policy about 1.4-2x
+what the policy makes in the world (`imagined_vs_real.py`; `imagined_profile.py`). Two
+readings: the optimism is *off the models' data* (the policy has just moved to states the
+buffer barely holds; the next fit, on the episodes it collects there, would correct it,
+and the search chases a moving error), or it is *in* their data (the fit does not take
+the policy's own states in well enough: the buffer's older data dominate the loss, or the
+patience rule stops the warm-started fit after a few epochs).
+
+For each run's checkpoint this restores the state, runs --episodes real episodes of the
+pre-update policy (native MuJoCo, sampled actions, no auto-reset), and rates the same
+policy in imagination, closed loop from the task's start states over the meta phase's
+horizon (`meta.horizon`), --rollouts rollouts in each model, sampled actions, as the meta
+phase does with `start_from=reset`:
+
+  as saved         the checkpoint's models (fitted before the meta phase that made this
+                   policy: the view the meta phase had)
+  refit            those models fitted again, the run's own way (`dynamics.fit`, warm
+                   start, the run's `ensemble` config), on the buffer with the probe's
+                   episodes added once: about what the next iteration's fit would see
+  refit, N ep.     the same with the patience rule off and --long_epochs epochs
+                   (`patience=0`, `max_epochs=N`): is the early stop what leaves the error in?
+  refit, xN        the run's fit with the episodes added --copies times (they then weigh
+                   N x in the loss and push the buffer's oldest rows out): does weighting
+                   the policy's own states remove it?
+
+and prints, per row, the imagined reward per step against the real episodes' over the same
+first `meta.horizon` steps, their ratio, and the models' one-step error on the episodes'
+transitions (mean squared error of the ensemble mean over observation dimensions, each
+scaled by 1 / the episodes' variance of that dimension: 1.0 is as bad as predicting their
+mean). If the refit brings the ratio near 1, the optimism was off the data; if not, the fit
+leaves it in. The real episodes come from the pre-update policy, not the adapted policies
+that collect a run's data (their KL from it is about 1e-3 to 1e-2 late in a run), and the
+refit's keys are the probe's own, so "refit" is like, not equal to, the run's next fit.
+Needs the run's checkpoints (runs/); one run's rows take about 1-3 min per fit on one core.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from imagined_profile import _restore  # noqa: E402  (this folder's probes)
+from return_profile import trajectories  # noqa: E402
+
+from mbmpo_jax import buffer as buffer_lib  # noqa: E402
+from mbmpo_jax import dynamics, imagine  # noqa: E402
+
+
+def imagined_per_step(cfg, trainer, params, ens, rollouts: int) -> float:
+    """Mean imagined reward per alive step over the meta phase's horizon, every model."""
+    models = dynamics.model_params(ens)
+    k = jax.tree.leaves(models)[0].shape[0]
+    per_task = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), params)
+    ro = imagine.imagine(
+        jax.random.PRNGKey(7),
+        per_task,
+        models,
+        trainer.task,
+        trainer.dynamics_fn,
+        rollouts_per_task=rollouts,
+        horizon=cfg.meta.horizon,
+        reward_action=cfg.meta.get("reward_action", "clipped"),
+        model_action=cfg.meta.get("model_action", "clipped"),
+    )
+    rew, mask = np.asarray(ro.rew, np.float64), np.asarray(ro.mask, np.float64)
+    return float(rew.sum() / max(mask.sum(), 1.0))
+
+
+def one_step_error(ens, obs, act, next_obs) -> float:
+    """MSE of the ensemble mean's next observation, each dimension over its variance."""
+    pred = np.asarray(dynamics.predict(ens, jnp.asarray(obs), jnp.asarray(act)), np.float64)
+    var = np.maximum(next_obs.var(0), 1e-8)
+    return float(np.mean(np.square(pred.mean(0) - next_obs) / var))
+
+
+def rows_for(
+    run_dir: str, wanted: str, episodes: int, rollouts: int, copies: int, long_epochs: int
+):
+    cfg, trainer, state = _restore(run_dir, wanted)
+    if cfg.meta.get("model_action", "clipped") != "clipped":
+        raise SystemExit(f"{run_dir}: made for model_action=clipped runs")
+    params = state.meta.params
+    obs, act, rew, mask = trajectories(trainer.task, params, episodes, cfg.horizon, True, 123)
+    h = cfg.meta.horizon
+    real = float(rew[:h].sum() / max(mask[:h].sum(), 1.0))
+    alive = mask.reshape(-1).astype(bool)  # transitions taken while the episode was alive
+    o = obs[:-1].reshape(-1, obs.shape[-1])[alive].astype(np.float32)
+    a = act.reshape(-1, act.shape[-1])[alive].astype(np.float32)
+    n = obs[1:].reshape(-1, obs.shape[-1])[alive].astype(np.float32)
+
+    def added(times: int):
+        buf = state.buffer
+        for _ in range(times):
+            buf = buffer_lib.add(buf, o, a, n)
+        return buf
+
+    base = trainer.ens_cfg
+    long_fit = dataclasses.replace(base, patience=0, max_epochs=long_epochs)
+    fits = [
+        ("as saved", None, None),
+        ("refit", added(1), base),
+        (f"refit, {long_epochs} ep.", added(1), long_fit),
+        (f"refit, x{copies}", added(copies), base),
+    ]
+    name = os.path.basename(run_dir.rstrip("/"))
+    for label, buf, ens_cfg in fits:
+        ens, epochs = state.ensemble, float("nan")
+        if buf is not None:
+            ens, info = dynamics.fit(state.ensemble, buf, jax.random.PRNGKey(11), ens_cfg)
+            epochs = float(np.mean(jax.device_get(info.epochs)))
+        imag = imagined_per_step(cfg, trainer, params, ens, rollouts)
+        err = one_step_error(ens, o, a, n)
+        yield name, int(state.n_timesteps), label, epochs, imag, real, err
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--checkpoints", default="latest")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--rollouts", type=int, default=20)
+    p.add_argument("--copies", type=int, default=5)
+    p.add_argument("--long_epochs", type=int, default=50)
+    a = p.parse_args()
+    if min(a.episodes, a.rollouts, a.copies, a.long_epochs) < 1:
+        p.error("--episodes, --rollouts, --copies and --long_epochs must be >= 1")
+    print(
+        "run | real steps | models | fit epochs (mean) | imagined per step | real per step "
+        "(first meta.horizon steps) | ratio | one-step error on the episodes (1 = their mean)"
+    )
+    for r in a.runs:
+        for c in a.checkpoints.split(","):
+            for run, steps, label, epochs, imag, real, err in rows_for(
+                r, c, a.episodes, a.rollouts, a.copies, a.long_epochs
+            ):
+                print(
+                    f"{run} | {steps:,} | {label} | {epochs:.1f} | {imag:.2f} | {real:.2f} | "
+                    f"{imag / real if real else float('nan'):.2f} | {err:.4f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
