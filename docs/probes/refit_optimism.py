@@ -2,7 +2,8 @@
 (issue 15, HalfCheetah's late optimism)
 
   PYTHONPATH=. python docs/probes/refit_optimism.py RUN_DIR [RUN_DIR ...] \
-      [--checkpoints=latest] [--episodes=20] [--rollouts=20] [--copies=5] [--long_epochs=50]
+      [--checkpoints=latest] [--episodes=20] [--rollouts=20] [--copies=5] [--long_epochs=50] \
+      [--recent=20000]
 
 Late in some HalfCheetah runs the meta phase rates its pre-update policy about 1.4-2x
 what the policy makes in the world (`imagined_vs_real.py`; `imagined_profile.py`). Two
@@ -28,6 +29,10 @@ phase does with `start_from=reset`:
   refit, xN        the run's fit with the episodes added --copies times (they then weigh
                    N x in the loss and push the buffer's oldest rows out): does weighting
                    the policy's own states remove it?
+  refit, last M    the run's fit on a buffer of capacity --recent holding only the
+                   saved buffer's newest rows and the episodes (the view a run with
+                   `ensemble.buffer_size=M` would have, RLlib's port keeps 10,000): do
+                   fewer, more recent rows do what the copies do? (skipped if --recent=0)
 
 and prints, per row, the imagined reward per step against the real episodes' over the same
 first `meta.horizon` steps, their ratio, and the models' one-step error on the episodes'
@@ -37,7 +42,8 @@ mean). If the refit brings the ratio near 1, the optimism was off the data; if n
 leaves it in. The real episodes come from the pre-update policy, not the adapted policies
 that collect a run's data (their KL from it is about 1e-3 to 1e-2 late in a run), and the
 refit's keys are the probe's own, so "refit" is like, not equal to, the run's next fit.
-Needs the run's checkpoints (runs/); one run's rows take about 1-3 min per fit on one core.
+Needs the run's checkpoints (runs/). On one core of an AVX2-only EPYC, with a full 100k buffer
+and the (512, 512) models, a fit at the run's patience took 2-5 min and the 50-epoch one 17 min.
 """
 
 import argparse
@@ -85,7 +91,13 @@ def one_step_error(ens, obs, act, next_obs) -> float:
 
 
 def rows_for(
-    run_dir: str, wanted: str, episodes: int, rollouts: int, copies: int, long_epochs: int
+    run_dir: str,
+    wanted: str,
+    episodes: int,
+    rollouts: int,
+    copies: int,
+    long_epochs: int,
+    recent: int,
 ):
     cfg, trainer, state = _restore(run_dir, wanted)
     if cfg.meta.get("model_action", "clipped") != "clipped":
@@ -105,6 +117,12 @@ def rows_for(
             buf = buffer_lib.add(buf, o, a, n)
         return buf
 
+    def recent_only(capacity: int):
+        old_o, old_a, old_n = buffer_lib.valid_data(state.buffer)  # oldest first
+        buf = buffer_lib.init(capacity, old_o.shape[-1], old_a.shape[-1])
+        buf = buffer_lib.add(buf, old_o[-capacity:], old_a[-capacity:], old_n[-capacity:])
+        return buffer_lib.add(buf, o, a, n)
+
     base = trainer.ens_cfg
     long_fit = dataclasses.replace(base, patience=0, max_epochs=long_epochs)
     fits = [
@@ -113,6 +131,8 @@ def rows_for(
         (f"refit, {long_epochs} ep.", added(1), long_fit),
         (f"refit, x{copies}", added(copies), base),
     ]
+    if recent:
+        fits.append((f"refit, last {recent:,}", recent_only(recent), base))
     name = os.path.basename(run_dir.rstrip("/"))
     for label, buf, ens_cfg in fits:
         ens, epochs = state.ensemble, float("nan")
@@ -132,9 +152,12 @@ def main():
     p.add_argument("--rollouts", type=int, default=20)
     p.add_argument("--copies", type=int, default=5)
     p.add_argument("--long_epochs", type=int, default=50)
+    p.add_argument("--recent", type=int, default=20000)
     a = p.parse_args()
     if min(a.episodes, a.rollouts, a.copies, a.long_epochs) < 1:
         p.error("--episodes, --rollouts, --copies and --long_epochs must be >= 1")
+    if a.recent < 0 or 0 < a.recent < 10:
+        p.error("--recent must be 0 (skip) or >= 10")
     print(
         "run | real steps | models | fit epochs (mean) | imagined per step | real per step "
         "(first meta.horizon steps) | ratio | one-step error on the episodes (1 = their mean)"
@@ -142,7 +165,7 @@ def main():
     for r in a.runs:
         for c in a.checkpoints.split(","):
             for run, steps, label, epochs, imag, real, err in rows_for(
-                r, c, a.episodes, a.rollouts, a.copies, a.long_epochs
+                r, c, a.episodes, a.rollouts, a.copies, a.long_epochs, a.recent
             ):
                 print(
                     f"{run} | {steps:,} | {label} | {epochs:.1f} | {imag:.2f} | {real:.2f} | "
