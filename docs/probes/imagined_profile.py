@@ -50,27 +50,35 @@ def _restore(run_dir: str, wanted: str):
     return cfg, trainer, state
 
 
+def imagine_in_models(cfg, trainer, params, models, horizon: int, rollouts: int, start_obs=None):
+    """The policy `params` imagined in each of the K `models` (one task per model), as the
+    meta phase does: `rollouts` rollouts of `horizon` steps per model, from `start_obs`
+    ([K, R, O]) or the task's start states, with the run's reward and model actions."""
+    k = jax.tree.leaves(models)[0].shape[0]
+    per_task = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), params)
+    return imagine.imagine(
+        jax.random.PRNGKey(7),
+        per_task,
+        models,
+        trainer.task,
+        trainer.dynamics_fn,
+        rollouts_per_task=rollouts,
+        horizon=horizon,
+        start_obs=start_obs,
+        reward_action=cfg.meta.get("reward_action", "clipped"),
+        model_action=cfg.meta.get("model_action", "clipped"),
+    )
+
+
 def imagined(run_dir: str, wanted: str, horizon: int, rollouts: int) -> list[tuple]:
     cfg, trainer, state = _restore(run_dir, wanted)
     models = dynamics.model_params(state.ensemble)
-    k = jax.tree.leaves(models)[0].shape[0]
     out = []
     for label, log_std in (("sampled", None), ("mean", -20.0)):
         params = dict(state.meta.params)
         if log_std is not None:
             params["log_std"] = jnp.full_like(params["log_std"], log_std)
-        per_task = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), params)
-        ro = imagine.imagine(
-            jax.random.PRNGKey(7),
-            per_task,
-            models,
-            trainer.task,
-            trainer.dynamics_fn,
-            rollouts_per_task=rollouts,
-            horizon=horizon,
-            reward_action=cfg.meta.get("reward_action", "clipped"),
-            model_action=cfg.meta.get("model_action", "clipped"),
-        )
+        ro = imagine_in_models(cfg, trainer, params, models, horizon, rollouts)
         rew = np.asarray(ro.rew, np.float64)  # [K, R, H]
         per_model = rew.sum(-1).mean(-1)  # [K]
         # return_profile's windows over every model's rollouts as episodes: [H, K * R]
@@ -99,19 +107,9 @@ def from_real(run_dir: str, wanted: str, rollouts: int, start: int) -> dict:
     k = jax.tree.leaves(models)[0].shape[0]
     obs, act, rew, mask = trajectories(task, state.meta.params, rollouts, cfg.horizon, True, 123)
     rest = cfg.horizon - start
-    per_task = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), state.meta.params)
     start_obs = np.broadcast_to(obs[start], (k, *obs[start].shape))  # [K, R, O]
-    ro = imagine.imagine(
-        jax.random.PRNGKey(7),
-        per_task,
-        models,
-        task,
-        trainer.dynamics_fn,
-        rollouts_per_task=rollouts,
-        horizon=rest,
-        start_obs=jnp.asarray(start_obs, jnp.float32),
-        reward_action=cfg.meta.get("reward_action", "clipped"),
-        model_action=cfg.meta.get("model_action", "clipped"),
+    ro = imagine_in_models(
+        cfg, trainer, state.meta.params, models, rest, rollouts, jnp.asarray(start_obs, jnp.float32)
     )
     closed = np.asarray(ro.rew, np.float64).sum() / max(np.asarray(ro.mask).sum(), 1.0)
     # open loop: model k steps task k's copy of the real states with the episodes' real

@@ -57,29 +57,17 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from imagined_profile import _restore  # noqa: E402  (this folder's probes)
+from imagined_profile import _restore, imagine_in_models  # noqa: E402  (this folder's probes)
 from return_profile import trajectories  # noqa: E402
 
 from mbmpo_jax import buffer as buffer_lib  # noqa: E402
-from mbmpo_jax import dynamics, imagine  # noqa: E402
+from mbmpo_jax import dynamics  # noqa: E402
 
 
 def imagined_per_step(cfg, trainer, params, ens, rollouts: int) -> float:
     """Mean imagined reward per alive step over the meta phase's horizon, every model."""
     models = dynamics.model_params(ens)
-    k = jax.tree.leaves(models)[0].shape[0]
-    per_task = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), params)
-    ro = imagine.imagine(
-        jax.random.PRNGKey(7),
-        per_task,
-        models,
-        trainer.task,
-        trainer.dynamics_fn,
-        rollouts_per_task=rollouts,
-        horizon=cfg.meta.horizon,
-        reward_action=cfg.meta.get("reward_action", "clipped"),
-        model_action=cfg.meta.get("model_action", "clipped"),
-    )
+    ro = imagine_in_models(cfg, trainer, params, models, cfg.meta.horizon, rollouts)
     rew, mask = np.asarray(ro.rew, np.float64), np.asarray(ro.mask, np.float64)
     return float(rew.sum() / max(mask.sum(), 1.0))
 
