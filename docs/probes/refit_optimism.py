@@ -114,9 +114,10 @@ def rows_for(
 
     base = trainer.ens_cfg
     long_fit = dataclasses.replace(base, patience=0, max_epochs=long_epochs)
-    fits = [("as saved", None, None), ("refit", added(1), base)]
+    once = added(1)
+    fits = [("as saved", None, None), ("refit", once, base)]
     if long_epochs:
-        fits.append((f"refit, {long_epochs} ep.", added(1), long_fit))
+        fits.append((f"refit, {long_epochs} ep.", once, long_fit))
     if copies:
         fits.append((f"refit, x{copies}", added(copies), base))
     if recent:
