@@ -355,6 +355,13 @@ def run_seeds(cfgs, run_dirs: list[str], resume: bool) -> bool:
 _BF16_SLOWER_BELOW = 0.9
 
 
+def _recency_note(ens) -> str:
+    """The config line's words for the fit's recency weight (empty when it is off)."""
+    if ens.recent_rows == 0 or ens.recent_weight == 1.0:
+        return ""
+    return f"recent_weight={ens.recent_weight:g} on the newest {ens.recent_rows:,} rows "
+
+
 def _devices_note(platform: str, n_mesh: int, processes: int = 1) -> str:
     """A note when the tasks are split over several CPU devices ('' otherwise).
 
@@ -544,6 +551,7 @@ def main(argv):
         f"{config_lib.iterations_of(c0)} x {config_lib.steps_per_iteration(c0):,} "
         f"models={c0.ensemble.num_models}x{tuple(c0.ensemble.hidden)} "
         f"{c0.ensemble.compute_dtype} patience={c0.ensemble.patience} "
+        f"{_recency_note(c0.ensemble)}"
         f"tasks={c0.meta.meta_batch_size} rollouts/task={c0.meta.rollouts_per_task} "
         f"H={c0.meta.horizon} meta_steps={c0.meta.num_meta_steps} outer={c0.meta.outer}"
         f"{'' if c0.meta.fvp_subsample == 1 else f' fvp_subsample={c0.meta.fvp_subsample}'} "

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "add",
     "add_prefix",
+    "ages",
     "check_finite",
     "init",
     "size",
@@ -155,6 +156,19 @@ def valid_mask(buf: Buffer) -> jax.Array:
     Transforms: safe under jit (sizes are static); integer/random outputs, nothing to differentiate.
     """
     return jnp.arange(buf.capacity) < buf.count
+
+
+def ages(buf: Buffer) -> jax.Array:
+    """``[C]`` int32: how many transitions were added after each row (0: the newest).
+
+    Rows not holding data get ``C``. The newest row is ``ptr - 1`` (mod ``C``) whether or
+    not the buffer is full (before it is, ``ptr == count``).
+
+    Transforms: safe under jit (sizes are static); integer outputs, nothing to differentiate.
+    """
+    capacity = buf.capacity
+    age = (buf.ptr - 1 - jnp.arange(capacity, dtype=jnp.int32)) % capacity
+    return jnp.where(valid_mask(buf), age, capacity).astype(jnp.int32)
 
 
 def valid_data(buf: Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -472,6 +472,8 @@ _BEFORE_FIELD = {
     ("meta", "fvp_subsample"): 1,
     ("meta", "entropy_coeff"): 0.0,
     ("policy", "normalize_obs"): False,
+    ("ensemble", "recent_rows"): 0,
+    ("ensemble", "recent_weight"): 1.0,
 }
 
 

@@ -60,6 +60,11 @@ def test_fifo_wraparound_matches_numpy():
         np.testing.assert_array_equal(
             np.asarray(buffer.valid_mask(buf)), np.arange(capacity) < min(seen, capacity)
         )
+        # Ages from the global index each row encodes: 0 for the newest transition.
+        count = min(seen, capacity)
+        want_ages = np.full(capacity, capacity)
+        want_ages[:count] = seen - 1 - np.rint(ring[:count, 0]).astype(int)
+        np.testing.assert_array_equal(np.asarray(buffer.ages(buf)), want_ages)
 
 
 def test_add_does_not_retrace_as_data_grows():

@@ -75,6 +75,8 @@ def test_buffer_estimate_by_hand_and_refusal():
         ("meta.reward_action", "raw", "meta: reward_action must be one of"),
         ("meta.model_action", "unclipped", "meta: model_action must be one of"),
         ("meta.entropy_coeff", -0.01, "meta.entropy_coeff must be >= 0"),
+        ("ensemble.recent_rows", -1, "ensemble: recent_rows must be >= 0"),
+        ("ensemble.recent_weight", 0.0, "ensemble: recent_weight must be > 0"),
     ],
 )
 def test_validate_refuses(field, value, message):
@@ -141,6 +143,13 @@ def test_config_json_of_older_runs_keeps_their_behaviour():
     assert config_lib.from_json(json.dumps(raw)).policy.normalize_obs is True
     del raw["policy"]["normalize_obs"]
     assert config_lib.from_json(json.dumps(raw)).policy.normalize_obs is False
+    # the fit's recency weight: a run written before the fields existed fitted uniformly
+    raw["ensemble"].update(recent_rows=4000, recent_weight=5.0)
+    back = config_lib.from_json(json.dumps(raw)).ensemble
+    assert (back.recent_rows, back.recent_weight) == (4000, 5.0)
+    del raw["ensemble"]["recent_rows"], raw["ensemble"]["recent_weight"]
+    back = config_lib.from_json(json.dumps(raw)).ensemble
+    assert (back.recent_rows, back.recent_weight) == (0, 1.0)
 
 
 def test_json_round_trip():

@@ -194,6 +194,11 @@ def test_config_validation():
         dynamics.EnsembleConfig(patience=-1)
     with pytest.raises(ValueError, match="min_improvement"):
         dynamics.EnsembleConfig(min_improvement=1.0)
+    with pytest.raises(ValueError, match="recent_rows"):
+        dynamics.EnsembleConfig(recent_rows=-1)
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="recent_weight"):
+            dynamics.EnsembleConfig(recent_weight=bad)
     assert dynamics.EnsembleConfig(hidden=[8, 8]).hidden == (8, 8)  # hashable for jit
     cfg = dynamics.EnsembleConfig(num_models=2, hidden=(8,))
     state = dynamics.init(jax.random.key(0), OBS_DIM, ACT_DIM, cfg)
@@ -210,24 +215,27 @@ def test_config_validation():
 # --------------------------------------------------------- reference implementations
 
 
-def _ref_loss(layers, xb, yb):
+def _ref_loss(layers, xb, yb, wb):
+    """Mean over rows of ``wb`` x the row's MSE (``wb`` all ones: the plain MSE)."""
     h = xb
     for i, (w, b) in enumerate(layers):
         h = h @ w + b
         h = jnp.maximum(h, 0.0) if i < len(layers) - 1 else h
-    return ((h - yb) ** 2).mean()
+    return (wb * ((h - yb) ** 2).mean(axis=-1)).mean()
 
 
 @functools.partial(jax.jit, static_argnames="lr")
-def _ref_step(layers, opt_state, xb, yb, lr):
-    value, grads = jax.value_and_grad(_ref_loss)(layers, xb, yb)
+def _ref_step(layers, opt_state, xb, yb, wb, lr):
+    value, grads = jax.value_and_grad(_ref_loss)(layers, xb, yb, wb)
     updates, opt_state = optax.adam(lr).update(grads, opt_state, layers)
     return optax.apply_updates(layers, updates), opt_state, value
 
 
-def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
+def _reference_fit(layers, x, y, model_key, count, capacity, cfg, row_w):
     """Plain Python loop: host-sliced variable-size minibatches, optax Adam, and the
-    original code's early-stopping rule; shares only the documented data order."""
+    original code's early-stopping rule; shares only the documented data order.
+    ``row_w [count]``: each buffer row's loss weight (the training loss divides by the
+    training rows' mean weight, the validation loss by the validation rows')."""
     n_val = int(count * cfg.valid_split)
     n_train = count - n_val
     split_key, shuffle_key = jax.random.split(model_key)
@@ -241,6 +249,8 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
     perm, all_rows = np.asarray(perm), np.asarray(all_rows)[:, :n_train]
     assert sorted(perm[:count]) == list(range(count))
     val = perm[:n_val]
+    train_w = row_w / row_w[perm[n_val:count]].mean()
+    val_w = row_w / row_w[val].mean()
 
     opt_state = optax.adam(cfg.learning_rate).init(layers)
     avg = prev = None
@@ -252,10 +262,10 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
         for i in range(0, n_train, cfg.batch_size):
             b = rows[i : i + cfg.batch_size]
             layers, opt_state, value = _ref_step(
-                layers, opt_state, x[b], y[b], lr=cfg.learning_rate
+                layers, opt_state, x[b], y[b], train_w[b], lr=cfg.learning_rate
             )
             total += float(value) * len(b)
-        v = float(jax.jit(_ref_loss)(layers, x[val], y[val]))
+        v = float(jax.jit(_ref_loss)(layers, x[val], y[val], val_w[val]))
         if avg is None:
             avg, prev = 1.5 * v, 2.0 * v
         avg = cfg.persistency * avg + (1 - cfg.persistency) * v
@@ -269,21 +279,38 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg):
     return layers, epoch + 1, total / n_train, v
 
 
-@pytest.mark.parametrize("rule", ["persistency", "patience"])
+@pytest.mark.parametrize("rule", ["persistency", "patience", "recency"])
 def test_fit_matches_python_loop_reference(rule):
     """Masked fixed-shape minibatches, traced trip counts and the while-loop early
     stopping (the paper's moving-average rule, or the patience rule with the paper's
     rule kept from firing) equal a plain loop over exactly-sliced batches (count not a
-    multiple of the batch size, capacity larger than count). Tolerance: 2e-5 on
-    parameters."""
+    multiple of the batch size, capacity larger than count). "recency": the patience
+    rule with the newest 90 transitions weighted 4x, in a buffer that has wrapped
+    around (the newest rows straddle the end of the arrays), against the loop's weights
+    from each row's known arrival order. Tolerance: 2e-5 on parameters."""
     rng = np.random.default_rng(7)
     count, capacity = 237, 300
     obs, act = _random_inputs(rng, count)
     nxt = obs + rng.normal(size=obs.shape).astype(np.float32)  # noise: stops early
-    buf = _fill(capacity, obs, act, nxt)
+    row_w = np.ones(count, np.float32)
+    if rule == "recency":
+        # 337 transitions into 237 rows: the first 100 are overwritten; row r then holds
+        # the one that arrived (r - 100) % 237-th among the survivors.
+        capacity = count
+        more_obs, more_act = _random_inputs(rng, 100)
+        more_nxt = more_obs + rng.normal(size=more_obs.shape).astype(np.float32)
+        buf = _fill(capacity, more_obs, more_act, more_nxt)
+        buf = buffer.add(buf, obs, act, nxt)
+        obs, act, nxt = (np.asarray(a) for a in (buf.obs, buf.act, buf.next_obs))
+        arrival = (np.arange(count) - 100) % count  # 0: the oldest survivor
+        row_w[arrival >= count - 90] = 4.0
+    else:
+        buf = _fill(capacity, obs, act, nxt)
     # Low persistency so that early stopping fires within a few epochs; or the paper's
     # persistency (which does not fire within 12 epochs) and a patience of 2.
     stopping = dict(persistency=0.3) if rule == "persistency" else dict(patience=2)
+    if rule == "recency":
+        stopping.update(recent_rows=90, recent_weight=4.0)
     cfg = dynamics.EnsembleConfig(
         num_models=2,
         hidden=(16, 16),
@@ -303,7 +330,7 @@ def test_fit_matches_python_loop_reference(rule):
     for k in range(2):
         init_layers = [(layer["w"][k], layer["b"][k]) for layer in state.params]
         layers, epochs, train_loss, valid_loss = _reference_fit(
-            init_layers, x, y, keys[k], count, capacity, cfg
+            init_layers, x, y, keys[k], count, capacity, cfg, row_w
         )
         assert int(info.epochs[k]) == epochs
         for (w, b), layer in zip(layers, new_state.params, strict=True):
@@ -317,6 +344,11 @@ def test_fit_matches_python_loop_reference(rule):
             state, buf, keys, dataclasses.replace(cfg, patience=0)
         )
         assert np.all(np.asarray(no_patience.epochs) == cfg.max_epochs), no_patience
+    if rule == "recency":  # the weights changed the fit
+        plain, _ = fitting._fit_with_keys(
+            state, buf, keys, dataclasses.replace(cfg, recent_weight=1.0)
+        )
+        assert not np.allclose(plain.params[0]["w"], new_state.params[0]["w"], atol=1e-4)
 
 
 def test_ensemble_fit_equals_separate_single_model_fits():

@@ -3,7 +3,7 @@
 
   PYTHONPATH=. python docs/probes/refit_optimism.py RUN_DIR [RUN_DIR ...] \
       [--checkpoints=latest] [--episodes=20] [--rollouts=20] [--copies=5] [--long_epochs=50] \
-      [--recent=20000]
+      [--recent=20000] [--weighted=5]
 
 Late in some HalfCheetah runs the meta phase rates its pre-update policy about 1.4-2x
 what the policy makes in the world (`imagined_vs_real.py`; `imagined_profile.py`). Two
@@ -33,6 +33,10 @@ phase does with `start_from=reset`:
                    saved buffer's newest rows and the episodes (the view a run with
                    `ensemble.buffer_size=M` would have, RLlib's port keeps 10,000): do
                    fewer, more recent rows do what the copies do?
+  refit, wN        the run's fit on the buffer with the episodes added once and weighted
+                   --weighted times in the losses (`ensemble.recent_rows` = the episodes'
+                   transitions, `ensemble.recent_weight` = N): the copies' weight without
+                   the copies (none of them in the validation split), as a run would fit
 
 and prints, per row, the imagined reward per step against the real episodes' over the same
 first `meta.horizon` steps, their ratio, and the models' one-step error on the episodes'
@@ -42,7 +46,7 @@ mean). If the refit brings the ratio near 1, the optimism was off the data; if n
 leaves it in. The real episodes come from the pre-update policy, not the adapted policies
 that collect a run's data (their KL from it is about 1e-3 to 1e-2 late in a run), and the
 refit's keys are the probe's own, so "refit" is like, not equal to, the run's next fit.
---long_epochs=0, --copies=0 or --recent=0 skips that row.
+--long_epochs=0, --copies=0, --recent=0 or --weighted=0 skips that row.
 Needs the run's checkpoints (runs/). On one core of an AVX2-only EPYC, with a full 100k buffer
 and the (512, 512) models, a fit at the run's patience took 2-5 min and the 50-epoch one 17 min.
 """
@@ -87,6 +91,7 @@ def rows_for(
     copies: int,
     long_epochs: int,
     recent: int,
+    weighted: float = 0.0,
 ):
     cfg, trainer, state = _restore(run_dir, wanted)
     if cfg.meta.get("model_action", "clipped") != "clipped":
@@ -122,6 +127,9 @@ def rows_for(
         fits.append((f"refit, x{copies}", added(copies), base))
     if recent:
         fits.append((f"refit, last {recent:,}", recent_only(recent), base))
+    if weighted:
+        w_cfg = dataclasses.replace(base, recent_rows=len(o), recent_weight=weighted)
+        fits.append((f"refit, w{weighted:g}", once, w_cfg))
     name = os.path.basename(run_dir.rstrip("/"))
     for label, buf, ens_cfg in fits:
         ens, epochs = state.ensemble, float("nan")
@@ -142,6 +150,7 @@ def main():
     p.add_argument("--copies", type=int, default=5)
     p.add_argument("--long_epochs", type=int, default=50)
     p.add_argument("--recent", type=int, default=20000)
+    p.add_argument("--weighted", type=float, default=5.0)
     a = p.parse_args()
     if min(a.episodes, a.rollouts) < 1:
         p.error("--episodes and --rollouts must be >= 1")
@@ -149,6 +158,8 @@ def main():
         p.error("--copies and --long_epochs must be >= 0 (0 skips the row)")
     if a.recent < 0 or 0 < a.recent < 10:
         p.error("--recent must be 0 (skip) or >= 10")
+    if not a.weighted >= 0:
+        p.error("--weighted must be >= 0 (0 skips the row)")
     print(
         "run | real steps | models | fit epochs (mean) | imagined per step | real per step "
         "(first meta.horizon steps) | ratio | one-step error on the episodes (1 = their mean)"
@@ -156,7 +167,7 @@ def main():
     for r in a.runs:
         for c in a.checkpoints.split(","):
             for run, steps, label, epochs, imag, real, err in rows_for(
-                r, c, a.episodes, a.rollouts, a.copies, a.long_epochs, a.recent
+                r, c, a.episodes, a.rollouts, a.copies, a.long_epochs, a.recent, a.weighted
             ):
                 print(
                     f"{run} | {steps:,} | {label} | {epochs:.1f} | {imag:.2f} | {real:.2f} | "

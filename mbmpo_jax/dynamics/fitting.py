@@ -7,7 +7,9 @@ moving average of its validation loss (persistency 0.99, started at 1.5x the fir
 validation loss) rises. Parameters are warm-started from the previous fit. Optionally
 (``EnsembleConfig.patience > 0``, not the paper's) a model also stops after ``patience``
 epochs without a relative improvement of ``min_improvement`` over its best validation
-loss of this fit.
+loss of this fit. Optionally (``recent_rows > 0`` and ``recent_weight != 1``, not the
+paper's) the buffer's newest rows weigh more in the training and validation losses
+(``_row_weights``).
 
 The whole fit is one jit: ``lax.while_loop`` over epochs (ends when every model has
 stopped or at ``max_epochs``), a ``fori_loop`` over minibatches whose trip count is
@@ -44,6 +46,7 @@ class FitInfo(NamedTuple):
       (each minibatch's loss measured before its update, as the original logs it).
     valid_loss: ``[K]`` normalised-delta MSE on the model's validation split after its
       last trained epoch.
+    Both losses are means weighted by ``_row_weights`` when the recency weight is on.
     """
 
     epochs: jax.Array
@@ -138,6 +141,16 @@ def _epoch_train_rows(
     return perm[_argsort_covering(keys, count if sort_count is None else sort_count)]
 
 
+def _row_weights(buf: buffer_lib.Buffer, cfg: EnsembleConfig) -> jax.Array:
+    """``[C]`` float32 loss weights: ``recent_weight`` on the ``recent_rows`` newest rows,
+    1 on the older ones (rows without data get 1 too; the fit masks them out).
+
+    Transforms: safe under jit and vmap over buffers; nothing to differentiate.
+    """
+    recent = buffer_lib.ages(buf) < cfg.recent_rows
+    return jnp.where(recent, jnp.float32(cfg.recent_weight), jnp.float32(1.0))
+
+
 def _masked_sq_err(layers: Layers, x, y, mask, activation: str, compute_dtype: str = "float32"):
     """Per-sample MSE ``[B]`` (mean over O), zero where ``mask`` is False."""
     err = ((mlp_apply(layers, x, activation, compute_dtype) - y) ** 2).mean(axis=-1)
@@ -217,11 +230,33 @@ def _fit_with_keys(
     )
     val_rows = _pad_to_multiple(perms, batch)  # [K, Cp], validation rows first
 
-    def sgd_step(params, opt_state, x, y, mask, active):
-        """One Adam step for one model; a stopped model returns its inputs unchanged."""
+    # The recency weight. Off (the paper's fit), none of this is traced, so the fit is the
+    # same computation as before the option existed. On, a row's squared error counts
+    # w times: each model's training loss is divided by its training rows' mean weight
+    # (a minibatch's loss is then an unbiased estimate of the weighted mean over them),
+    # its validation loss by its validation rows' summed weight.
+    weighted = cfg.recent_rows > 0 and cfg.recent_weight != 1.0
+    if weighted:
+        row_w = _row_weights(buf, cfg).astype(loss_dtype)  # [C]
+        pos = jnp.arange(capacity)
+        perm_w = row_w[perms]  # [K, C], in each model's split order
+        train_pos = (pos >= n_val) & (pos < count)
+        train_scale = n_train / jnp.where(train_pos, perm_w, 0.0).sum(-1)  # [K]
+        val_norm = jnp.where(pos < n_val, perm_w, 0.0).sum(-1)  # [K]
+    else:
+        val_norm = n_val
+
+    def sgd_step(params, opt_state, x, y, mask, w, active):
+        """One Adam step for one model; a stopped model returns its inputs unchanged.
+
+        ``w [B]``: the rows' loss weights over the training rows' mean weight (unused
+        when the recency weight is off).
+        """
 
         def loss_fn(p):
             err = _masked_sq_err(p, x, y, mask, cfg.activation, cfg.compute_dtype)
+            if weighted:
+                err = err * w
             return err.sum() / jnp.maximum(mask.sum(), 1), err.sum()
 
         (_, err_sum), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -244,8 +279,9 @@ def _fit_with_keys(
             params, opt_state, err_sum = carry
             idx = jax.lax.dynamic_slice_in_dim(rows, i * batch, batch, axis=1)  # [K, B]
             mask = i * batch + jnp.arange(batch) < n_train  # [B]
-            params, opt_state, err = jax.vmap(sgd_step, in_axes=(0, 0, 0, 0, None, 0))(
-                params, opt_state, inputs[idx], targets[idx], mask, active
+            w = row_w[idx] * train_scale[:, None] if weighted else jnp.zeros(idx.shape)
+            params, opt_state, err = jax.vmap(sgd_step, in_axes=(0, 0, 0, 0, None, 0, 0))(
+                params, opt_state, inputs[idx], targets[idx], mask, w, active
             )
             return params, opt_state, err_sum + err
 
@@ -256,7 +292,7 @@ def _fit_with_keys(
         return params, opt_state, err_sum / n_train
 
     def valid_loss(params):
-        """Normalised-delta MSE on each model's validation rows, ``[K]``."""
+        """Normalised-delta MSE on each model's validation rows (weighted mean), ``[K]``."""
         num_batches = (n_val + batch - 1) // batch
 
         def body(j, err_sum):
@@ -265,10 +301,12 @@ def _fit_with_keys(
             err = jax.vmap(_masked_sq_err, in_axes=(0, 0, 0, None, None, None))(
                 params, inputs[idx], targets[idx], mask, cfg.activation, cfg.compute_dtype
             )
+            if weighted:
+                err = err * row_w[idx]
             return err_sum + err.sum(axis=-1)
 
         zero = jnp.zeros((cfg.num_models,), loss_dtype)
-        return jax.lax.fori_loop(0, num_batches, body, zero) / n_val
+        return jax.lax.fori_loop(0, num_batches, body, zero) / val_norm
 
     def cond(c: _EpochCarry):
         return (c.epoch < cfg.max_epochs) & c.active.any()

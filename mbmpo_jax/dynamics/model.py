@@ -69,6 +69,14 @@ class EnsembleConfig:
     patience: int = 0
     min_improvement: float = 0.01
     obs_clip: float = 1000.0
+    # Recency weight (not the paper's, which samples its FIFO uniformly; 1.0 or
+    # `recent_rows` = 0 turns it off): the buffer's `recent_rows` newest transitions weigh
+    # `recent_weight` in the fit's training and validation losses, every older one 1. The
+    # whole buffer is still fitted; the newest rows (the current policy's states) just
+    # count more, as if they were held `recent_weight` times (without the copies' leak
+    # of training rows into the validation split).
+    recent_rows: int = 0
+    recent_weight: float = 1.0
     # "bfloat16": the hidden-to-hidden matmuls (forward and both backward products) take
     # bfloat16 operands and accumulate in full precision; parameters, Adam, the
     # normaliser, the thin first and last layers, the loss and early stopping stay in
@@ -92,6 +100,10 @@ class EnsembleConfig:
             raise ValueError(f"patience must be >= 0 (0: off), got {self.patience}")
         if not 0.0 <= self.min_improvement < 1.0:
             raise ValueError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
+        if self.recent_rows < 0:
+            raise ValueError(f"recent_rows must be >= 0 (0: off), got {self.recent_rows}")
+        if not self.recent_weight > 0.0:
+            raise ValueError(f"recent_weight must be > 0 (1: off), got {self.recent_weight}")
 
 
 @struct.dataclass
