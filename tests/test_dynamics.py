@@ -113,6 +113,20 @@ def test_normaliser_matches_numpy_on_valid_rows():
         (norm.delta_std, (nxt - obs).std(0)),
     ]:
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    # Integer weights: the statistics of the data with each row repeated that many times.
+    weights = rng.integers(1, 5, size=50).astype(np.float32)
+    weighted = dynamics.compute_normaliser(buf, jnp.asarray(weights))
+    reps = weights[:37].astype(int)
+    o, a, d = (np.repeat(z, reps, axis=0) for z in (obs, act, nxt - obs))
+    for got, want in [
+        (weighted.obs_mean, o.mean(0)),
+        (weighted.obs_std, o.std(0)),
+        (weighted.act_mean, a.mean(0)),
+        (weighted.act_std, a.std(0)),
+        (weighted.delta_mean, d.mean(0)),
+        (weighted.delta_std, d.std(0)),
+    ]:
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
 def _numpy_model_step(model, k, obs, act):
@@ -300,7 +314,9 @@ def test_fit_matches_python_loop_reference(rule):
         more_obs, more_act = _random_inputs(rng, 100)
         more_nxt = more_obs + rng.normal(size=more_obs.shape).astype(np.float32)
         buf = _fill(capacity, more_obs, more_act, more_nxt)
-        buf = buffer.add(buf, obs, act, nxt)
+        shift = np.where(np.arange(count) >= count - 90, 2.0, 0.0)[:, None]  # the newest 90
+        obs, nxt = obs + shift, nxt + 1.5 * shift  # elsewhere, so the weights move the stats
+        buf = buffer.add(buf, obs, act, nxt.astype(np.float32))
         obs, act, nxt = (np.asarray(a) for a in (buf.obs, buf.act, buf.next_obs))
         arrival = (np.arange(count) - 100) % count  # 0: the oldest survivor
         row_w[arrival >= count - 90] = 4.0
@@ -324,7 +340,9 @@ def test_fit_matches_python_loop_reference(rule):
     new_state, info = fitting._fit_with_keys(state, buf, keys, cfg)
 
     d = nxt - obs
-    norm = lambda z: (z - z.mean(0)) / (z.std(0) + 1e-10)
+    # The normaliser's statistics, weighted by the rows' weights (all 1 but "recency").
+    wmean = lambda z: (row_w[:, None] * z).sum(0) / row_w.sum()
+    norm = lambda z: (z - wmean(z)) / (np.sqrt(wmean((z - wmean(z)) ** 2)) + 1e-10)
     x = np.concatenate([norm(obs), norm(act)], axis=1)  # host arrays: sliced in numpy
     y = norm(d)
     for k in range(2):

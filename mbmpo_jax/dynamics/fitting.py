@@ -8,8 +8,8 @@ validation loss) rises. Parameters are warm-started from the previous fit. Optio
 (``EnsembleConfig.patience > 0``, not the paper's) a model also stops after ``patience``
 epochs without a relative improvement of ``min_improvement`` over its best validation
 loss of this fit. Optionally (``recent_rows > 0`` and ``recent_weight != 1``, not the
-paper's) the buffer's newest rows weigh more in the training and validation losses
-(``_row_weights``).
+paper's) the buffer's newest rows weigh more in the normaliser and in the training and
+validation losses (``_row_weights``), as if they were held that many times.
 
 The whole fit is one jit: ``lax.while_loop`` over epochs (ends when every model has
 stopped or at ``max_epochs``), a ``fori_loop`` over minibatches whose trip count is
@@ -216,7 +216,8 @@ def _fit_with_keys(
 
     # Normalise the whole buffer once per fit. Invalid rows are zeroed: a NaN there
     # would otherwise leak into gradients through 0 * NaN even when masked.
-    norm = compute_normaliser(buf)
+    weighted = cfg.recent_rows > 0 and cfg.recent_weight != 1.0
+    norm = compute_normaliser(buf, _row_weights(buf, cfg) if weighted else None)
     valid = buffer_lib.valid_mask(buf)[:, None]
     inputs = jnp.where(valid, _normalise_inputs(norm, buf.obs, buf.act), 0.0)  # [C, I]
     targets = (buf.next_obs - buf.obs - norm.delta_mean) / (norm.delta_std + EPS)
@@ -231,11 +232,11 @@ def _fit_with_keys(
     val_rows = _pad_to_multiple(perms, batch)  # [K, Cp], validation rows first
 
     # The recency weight. Off (the paper's fit), none of this is traced, so the fit is the
-    # same computation as before the option existed. On, a row's squared error counts
-    # w times: each model's training loss is divided by its training rows' mean weight
-    # (a minibatch's loss is then an unbiased estimate of the weighted mean over them),
-    # its validation loss by its validation rows' summed weight.
-    weighted = cfg.recent_rows > 0 and cfg.recent_weight != 1.0
+    # same computation as before the option existed. On, a row counts w times in the
+    # normaliser (above) and its squared error w times: each model's training loss is
+    # divided by its training rows' mean weight (a minibatch's loss is then an unbiased
+    # estimate of the weighted mean over them), its validation loss by its validation
+    # rows' summed weight.
     if weighted:
         row_w = _row_weights(buf, cfg).astype(loss_dtype)  # [C]
         pos = jnp.arange(capacity)

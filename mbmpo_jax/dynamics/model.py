@@ -71,10 +71,10 @@ class EnsembleConfig:
     obs_clip: float = 1000.0
     # Recency weight (not the paper's, which samples its FIFO uniformly; 1.0 or
     # `recent_rows` = 0 turns it off): the buffer's `recent_rows` newest transitions weigh
-    # `recent_weight` in the fit's training and validation losses, every older one 1. The
-    # whole buffer is still fitted; the newest rows (the current policy's states) just
-    # count more, as if they were held `recent_weight` times (without the copies' leak
-    # of training rows into the validation split).
+    # `recent_weight` in the fit's normaliser and its training and validation losses,
+    # every older one 1. The whole buffer is still fitted; the newest rows (the current
+    # policy's states) count as if they were held `recent_weight` times (without copies'
+    # leak of training rows into the validation split).
     recent_rows: int = 0
     recent_weight: float = 1.0
     # "bfloat16": the hidden-to-hidden matmuls (forward and both backward products) take
@@ -184,20 +184,32 @@ def init(
     return EnsembleState(params=params, opt_state=opt_state, norm=norm, cfg=cfg)
 
 
-def compute_normaliser(buf: buffer_lib.Buffer) -> Normaliser:
+def compute_normaliser(buf: buffer_lib.Buffer, weights: jax.Array | None = None) -> Normaliser:
     """Mean and (population) std of obs, act and delta over the buffer's valid rows.
+
+    ``weights [C]`` (optional, > 0): each row counts that many times (the fit's recency
+    weight), as if it were held so many times; None: every row once.
 
     Fixed shapes: masks rows ``>= count`` instead of slicing, so it is jit-safe and never
     recompiles as ``count`` grows. Two-pass variance for float32 accuracy. Leaves have
     the buffer's dtype.
     """
     mask = buffer_lib.valid_mask(buf)[:, None]
-    n = jnp.maximum(buf.count, 1).astype(buf.obs.dtype)
+    if weights is None:
+        n = jnp.maximum(buf.count, 1).astype(buf.obs.dtype)
+        w = None
+    else:
+        w = jnp.where(mask, weights.astype(buf.obs.dtype)[:, None], 0.0)
+        n = jnp.maximum(w.sum(), jnp.finfo(buf.obs.dtype).tiny)
 
     def mean_std(x):
         x = jnp.where(mask, x, 0.0)
-        mean = x.sum(0) / n
-        var = jnp.where(mask, (x - mean) ** 2, 0.0).sum(0) / n
+        if w is None:
+            mean = x.sum(0) / n
+            var = jnp.where(mask, (x - mean) ** 2, 0.0).sum(0) / n
+        else:
+            mean = (w * x).sum(0) / n
+            var = (w * (x - mean) ** 2).sum(0) / n
         return mean, jnp.sqrt(var)
 
     om, os_ = mean_std(buf.obs)
