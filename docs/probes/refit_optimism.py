@@ -3,7 +3,7 @@
 
   PYTHONPATH=. python docs/probes/refit_optimism.py RUN_DIR [RUN_DIR ...] \
       [--checkpoints=latest] [--episodes=20] [--rollouts=20] [--copies=5] [--long_epochs=50] \
-      [--recent=20000] [--weighted=5]
+      [--recent=20000] [--weighted=5] [--fit_key=11]
 
 Late in some HalfCheetah runs the meta phase rates its pre-update policy about 1.4-2x
 what the policy makes in the world (`imagined_vs_real.py`; `imagined_profile.py`). Two
@@ -46,7 +46,8 @@ mean). If the refit brings the ratio near 1, the optimism was off the data; if n
 leaves it in. The real episodes come from the pre-update policy, not the adapted policies
 that collect a run's data (their KL from it is about 1e-3 to 1e-2 late in a run), and the
 refit's keys are the probe's own, so "refit" is like, not equal to, the run's next fit.
---long_epochs=0, --copies=0, --recent=0 or --weighted=0 skips that row.
+--long_epochs=0, --copies=0, --recent=0 or --weighted=0 skips that row. Every refit draws
+its splits and shuffles from --fit_key (another key: the fits' own spread).
 Needs the run's checkpoints (runs/). On one core of an AVX2-only EPYC, with a full 100k buffer
 and the (512, 512) models, a fit at the run's patience took 2-5 min and the 50-epoch one 17 min.
 """
@@ -92,6 +93,7 @@ def rows_for(
     long_epochs: int,
     recent: int,
     weighted: float = 0.0,
+    fit_key: int = 11,
 ):
     cfg, trainer, state = _restore(run_dir, wanted)
     if cfg.meta.get("model_action", "clipped") != "clipped":
@@ -134,7 +136,7 @@ def rows_for(
     for label, buf, ens_cfg in fits:
         ens, epochs = state.ensemble, float("nan")
         if buf is not None:
-            ens, info = dynamics.fit(state.ensemble, buf, jax.random.PRNGKey(11), ens_cfg)
+            ens, info = dynamics.fit(state.ensemble, buf, jax.random.PRNGKey(fit_key), ens_cfg)
             epochs = float(np.mean(jax.device_get(info.epochs)))
         imag = imagined_per_step(cfg, trainer, params, ens, rollouts)
         err = one_step_error(ens, o, a, n)
@@ -151,6 +153,7 @@ def main():
     p.add_argument("--long_epochs", type=int, default=50)
     p.add_argument("--recent", type=int, default=20000)
     p.add_argument("--weighted", type=float, default=5.0)
+    p.add_argument("--fit_key", type=int, default=11)
     a = p.parse_args()
     if min(a.episodes, a.rollouts) < 1:
         p.error("--episodes and --rollouts must be >= 1")
@@ -167,7 +170,15 @@ def main():
     for r in a.runs:
         for c in a.checkpoints.split(","):
             for run, steps, label, epochs, imag, real, err in rows_for(
-                r, c, a.episodes, a.rollouts, a.copies, a.long_epochs, a.recent, a.weighted
+                r,
+                c,
+                a.episodes,
+                a.rollouts,
+                a.copies,
+                a.long_epochs,
+                a.recent,
+                a.weighted,
+                a.fit_key,
             ):
                 print(
                     f"{run} | {steps:,} | {label} | {epochs:.1f} | {imag:.2f} | {real:.2f} | "
