@@ -3,7 +3,7 @@
 
   PYTHONPATH=. python docs/probes/refit_optimism.py RUN_DIR [RUN_DIR ...] \
       [--checkpoints=latest] [--episodes=20] [--rollouts=20] [--copies=5] [--long_epochs=50] \
-      [--recent=20000] [--weighted=5] [--fit_key=11]
+      [--recent=20000] [--weighted=5] [--weighted_capacity=0] [--fit_key=11]
 
 Late in some HalfCheetah runs the meta phase rates its pre-update policy about 1.4-2x
 what the policy makes in the world (`imagined_vs_real.py`; `imagined_profile.py`). Two
@@ -37,6 +37,10 @@ phase does with `start_from=reset`:
                    --weighted times in the losses (`ensemble.recent_rows` = the episodes'
                    transitions, `ensemble.recent_weight` = N): the copies' weight without
                    the copies (none of them in the validation split), as a run would fit
+  refit, wN, last M  the same on the saved buffer's newest M - (episodes' transitions) rows
+                   and the episodes (--weighted_capacity=M; 0 skips the row): with M =
+                   100,000 - 4 x the episodes' transitions, the buffer the xN row fits
+                   (the copies push out as many of the oldest rows), without the copies
 
 and prints, per row, the imagined reward per step against the real episodes' over the same
 first `meta.horizon` steps, their ratio, and the models' one-step error on the episodes'
@@ -94,6 +98,7 @@ def rows_for(
     recent: int,
     weighted: float = 0.0,
     fit_key: int = 11,
+    weighted_capacity: int = 0,
 ):
     cfg, trainer, state = _restore(run_dir, wanted)
     if cfg.meta.get("model_action", "clipped") != "clipped":
@@ -132,6 +137,9 @@ def rows_for(
     if weighted:
         w_cfg = dataclasses.replace(base, recent_rows=len(o), recent_weight=weighted)
         fits.append((f"refit, w{weighted:g}", once, w_cfg))
+        if weighted_capacity:
+            label = f"refit, w{weighted:g}, last {weighted_capacity:,}"
+            fits.append((label, recent_only(weighted_capacity), w_cfg))
     name = os.path.basename(run_dir.rstrip("/"))
     for label, buf, ens_cfg in fits:
         ens, epochs = state.ensemble, float("nan")
@@ -153,6 +161,7 @@ def main():
     p.add_argument("--long_epochs", type=int, default=50)
     p.add_argument("--recent", type=int, default=20000)
     p.add_argument("--weighted", type=float, default=5.0)
+    p.add_argument("--weighted_capacity", type=int, default=0)
     p.add_argument("--fit_key", type=int, default=11)
     a = p.parse_args()
     if min(a.episodes, a.rollouts) < 1:
@@ -163,6 +172,8 @@ def main():
         p.error("--recent must be 0 (skip) or >= 10")
     if not a.weighted >= 0:
         p.error("--weighted must be >= 0 (0 skips the row)")
+    if a.weighted_capacity < 0 or 0 < a.weighted_capacity < 10:
+        p.error("--weighted_capacity must be 0 (skip) or >= 10")
     print(
         "run | real steps | models | fit epochs (mean) | imagined per step | real per step "
         "(first meta.horizon steps) | ratio | one-step error on the episodes (1 = their mean)"
@@ -179,6 +190,7 @@ def main():
                 a.recent,
                 a.weighted,
                 a.fit_key,
+                a.weighted_capacity,
             ):
                 print(
                     f"{run} | {steps:,} | {label} | {epochs:.1f} | {imag:.2f} | {real:.2f} | "
