@@ -29,7 +29,8 @@ phase does with `start_from=reset`:
   refit, xN        the run's fit with the episodes added --copies times (they then weigh
                    N x in the loss and push the buffer's oldest rows out): does weighting
                    the policy's own states remove it?
-  refit, last M    the run's fit on a buffer of capacity --recent holding only the
+  refit, last M    the run's fit on a buffer of capacity --recent (a comma list: one row
+                   each) holding only the
                    saved buffer's newest rows and the episodes (the view a run with
                    `ensemble.buffer_size=M` would have, RLlib's port keeps 10,000): do
                    fewer, more recent rows do what the copies do?
@@ -95,7 +96,7 @@ def rows_for(
     rollouts: int,
     copies: int,
     long_epochs: int,
-    recent: int,
+    recent: list[int],
     weighted: float = 0.0,
     fit_key: int = 11,
     weighted_capacity: int = 0,
@@ -132,8 +133,8 @@ def rows_for(
         fits.append((f"refit, {long_epochs} ep.", once, long_fit))
     if copies:
         fits.append((f"refit, x{copies}", added(copies), base))
-    if recent:
-        fits.append((f"refit, last {recent:,}", recent_only(recent), base))
+    for capacity in recent:
+        fits.append((f"refit, last {capacity:,}", recent_only(capacity), base))
     if weighted:
         w_cfg = dataclasses.replace(base, recent_rows=len(o), recent_weight=weighted)
         fits.append((f"refit, w{weighted:g}", once, w_cfg))
@@ -159,7 +160,7 @@ def main():
     p.add_argument("--rollouts", type=int, default=20)
     p.add_argument("--copies", type=int, default=5)
     p.add_argument("--long_epochs", type=int, default=50)
-    p.add_argument("--recent", type=int, default=20000)
+    p.add_argument("--recent", default="20000")
     p.add_argument("--weighted", type=float, default=5.0)
     p.add_argument("--weighted_capacity", type=int, default=0)
     p.add_argument("--fit_key", type=int, default=11)
@@ -168,8 +169,12 @@ def main():
         p.error("--episodes and --rollouts must be >= 1")
     if min(a.copies, a.long_epochs) < 0:
         p.error("--copies and --long_epochs must be >= 0 (0 skips the row)")
-    if a.recent < 0 or 0 < a.recent < 10:
-        p.error("--recent must be 0 (skip) or >= 10")
+    try:
+        recent = [int(r) for r in a.recent.split(",") if int(r) != 0]
+    except ValueError:
+        p.error(f"--recent must be a comma list of integers, got {a.recent!r}")
+    if any(r < 10 for r in recent):
+        p.error("--recent must be 0 (skip) or capacities >= 10")
     if not a.weighted >= 0:
         p.error("--weighted must be >= 0 (0 skips the row)")
     if a.weighted_capacity < 0 or 0 < a.weighted_capacity < 10:
@@ -187,7 +192,7 @@ def main():
                 a.rollouts,
                 a.copies,
                 a.long_epochs,
-                a.recent,
+                recent,
                 a.weighted,
                 a.fit_key,
                 a.weighted_capacity,
