@@ -3,7 +3,7 @@
 
   PYTHONPATH=. python docs/probes/refit_optimism.py RUN_DIR [RUN_DIR ...] \
       [--checkpoints=latest] [--episodes=20] [--rollouts=20] [--copies=5] [--long_epochs=50] \
-      [--recent=20000] [--weighted=5] [--weighted_capacity=0] [--fit_key=11]
+      [--recent=20000] [--random=0] [--weighted=5] [--weighted_capacity=0] [--fit_key=11]
 
 Late in some HalfCheetah runs the meta phase rates its pre-update policy about 1.4-2x
 what the policy makes in the world (`imagined_vs_real.py`; `imagined_profile.py`). Two
@@ -34,6 +34,10 @@ phase does with `start_from=reset`:
                    saved buffer's newest rows and the episodes (the view a run with
                    `ensemble.buffer_size=M` would have, RLlib's port keeps 10,000): do
                    fewer, more recent rows do what the copies do?
+  refit, random M  the control of the row above: the saved buffer's rows less a random
+                   choice of them (M - the episodes' transitions kept, in their order) and
+                   the episodes (--random, a comma list; 0 skips): is it which rows go, or
+                   how many?
   refit, wN        the run's fit on the buffer with the episodes added once and weighted
                    --weighted times in the losses (`ensemble.recent_rows` = the episodes'
                    transitions, `ensemble.recent_weight` = N): the copies' weight without
@@ -100,6 +104,7 @@ def rows_for(
     weighted: float = 0.0,
     fit_key: int = 11,
     weighted_capacity: int = 0,
+    random_keep: tuple[int, ...] = (),
 ):
     cfg, trainer, state = _restore(run_dir, wanted)
     if cfg.meta.get("model_action", "clipped") != "clipped":
@@ -119,6 +124,14 @@ def rows_for(
             buf = buffer_lib.add(buf, o, a, n)
         return buf
 
+    def random_subset(capacity: int):
+        old_o, old_a, old_n = buffer_lib.valid_data(state.buffer)  # oldest first
+        keep = capacity - len(o)
+        rows = np.sort(np.random.default_rng(fit_key).permutation(len(old_o))[:keep])
+        buf = buffer_lib.init(capacity, old_o.shape[-1], old_a.shape[-1])
+        buf = buffer_lib.add(buf, old_o[rows], old_a[rows], old_n[rows])
+        return buffer_lib.add(buf, o, a, n)
+
     def recent_only(capacity: int):
         old_o, old_a, old_n = buffer_lib.valid_data(state.buffer)  # oldest first
         buf = buffer_lib.init(capacity, old_o.shape[-1], old_a.shape[-1])
@@ -135,6 +148,8 @@ def rows_for(
         fits.append((f"refit, x{copies}", added(copies), base))
     for capacity in recent:
         fits.append((f"refit, last {capacity:,}", recent_only(capacity), base))
+    for capacity in random_keep:
+        fits.append((f"refit, random {capacity:,}", random_subset(capacity), base))
     if weighted:
         w_cfg = dataclasses.replace(base, recent_rows=len(o), recent_weight=weighted)
         fits.append((f"refit, w{weighted:g}", once, w_cfg))
@@ -161,6 +176,7 @@ def main():
     p.add_argument("--copies", type=int, default=5)
     p.add_argument("--long_epochs", type=int, default=50)
     p.add_argument("--recent", default="20000")
+    p.add_argument("--random", default="0")
     p.add_argument("--weighted", type=float, default=5.0)
     p.add_argument("--weighted_capacity", type=int, default=0)
     p.add_argument("--fit_key", type=int, default=11)
@@ -171,10 +187,13 @@ def main():
         p.error("--copies and --long_epochs must be >= 0 (0 skips the row)")
     try:
         recent = [int(r) for r in a.recent.split(",") if int(r) != 0]
+        random_keep = tuple(int(r) for r in a.random.split(",") if int(r) != 0)
     except ValueError:
-        p.error(f"--recent must be a comma list of integers, got {a.recent!r}")
-    if any(r < 10 for r in recent):
-        p.error("--recent must be 0 (skip) or capacities >= 10")
+        p.error(
+            f"--recent and --random take comma lists of integers, got {a.recent!r}, {a.random!r}"
+        )
+    if any(r < 10 for r in recent) or any(r < 10 for r in random_keep):
+        p.error("--recent and --random must be 0 (skip) or capacities >= 10")
     if not a.weighted >= 0:
         p.error("--weighted must be >= 0 (0 skips the row)")
     if a.weighted_capacity < 0 or 0 < a.weighted_capacity < 10:
@@ -196,6 +215,7 @@ def main():
                 a.weighted,
                 a.fit_key,
                 a.weighted_capacity,
+                random_keep,
             ):
                 print(
                     f"{run} | {steps:,} | {label} | {epochs:.1f} | {imag:.2f} | {real:.2f} | "
