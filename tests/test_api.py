@@ -40,6 +40,7 @@ PUBLIC = {
         "DEFAULT_CAPACITY",
         "add",
         "add_prefix",
+        "ages",
         "check_finite",
         "init",
         "size",

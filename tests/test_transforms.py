@@ -264,6 +264,10 @@ def _cases(dt=jnp.float32):
             lambda c: buffer.valid_mask(buffer.init(8, OD, AD).replace(count=c)),
             (jnp.int32(3),),
         ),
+        "buffer.ages": (  # a full buffer that has wrapped: the newest row is ptr - 1
+            lambda c, p: buffer.ages(buffer.init(8, OD, AD).replace(count=c, ptr=p)),
+            (jnp.int32(8), jnp.int32(3)),
+        ),
     }
 
 
