@@ -293,21 +293,21 @@ def _reference_fit(layers, x, y, model_key, count, capacity, cfg, row_w):
     return layers, epoch + 1, total / n_train, v
 
 
-@pytest.mark.parametrize("rule", ["persistency", "patience", "recency"])
+@pytest.mark.parametrize("rule", ["persistency", "patience"])
 def test_fit_matches_python_loop_reference(rule):
     """Masked fixed-shape minibatches, traced trip counts and the while-loop early
     stopping (the paper's moving-average rule, or the patience rule with the paper's
     rule kept from firing) equal a plain loop over exactly-sliced batches (count not a
-    multiple of the batch size, capacity larger than count). "recency": the patience
-    rule with the newest 90 transitions weighted 4x, in a buffer that has wrapped
-    around (the newest rows straddle the end of the arrays), against the loop's weights
-    from each row's known arrival order. Tolerance: 2e-5 on parameters."""
+    multiple of the batch size, capacity larger than count). The patience case also
+    weighs the newest 90 transitions 4x (the recency weight), in a buffer that has
+    wrapped around (the newest rows straddle the end of the arrays), against the loop's
+    weights from each row's known arrival order. Tolerance: 2e-5 on parameters."""
     rng = np.random.default_rng(7)
     count, capacity = 237, 300
     obs, act = _random_inputs(rng, count)
     nxt = obs + rng.normal(size=obs.shape).astype(np.float32)  # noise: stops early
     row_w = np.ones(count, np.float32)
-    if rule == "recency":
+    if rule == "patience":
         # 337 transitions into 237 rows: the first 100 are overwritten; row r then holds
         # the one that arrived (r - 100) % 237-th among the survivors.
         capacity = count
@@ -325,7 +325,7 @@ def test_fit_matches_python_loop_reference(rule):
     # Low persistency so that early stopping fires within a few epochs; or the paper's
     # persistency (which does not fire within 12 epochs) and a patience of 2.
     stopping = dict(persistency=0.3) if rule == "persistency" else dict(patience=2)
-    if rule == "recency":
+    if rule == "patience":
         stopping.update(recent_rows=90, recent_weight=4.0)
     cfg = dynamics.EnsembleConfig(
         num_models=2,
@@ -340,7 +340,7 @@ def test_fit_matches_python_loop_reference(rule):
     new_state, info = fitting._fit_with_keys(state, buf, keys, cfg)
 
     d = nxt - obs
-    # The normaliser's statistics, weighted by the rows' weights (all 1 but "recency").
+    # The normaliser's statistics, weighted by the rows' weights (all 1 for "persistency").
     wmean = lambda z: (row_w[:, None] * z).sum(0) / row_w.sum()
     norm = lambda z: (z - wmean(z)) / (np.sqrt(wmean((z - wmean(z)) ** 2)) + 1e-10)
     x = np.concatenate([norm(obs), norm(act)], axis=1)  # host arrays: sliced in numpy
@@ -362,7 +362,7 @@ def test_fit_matches_python_loop_reference(rule):
             state, buf, keys, dataclasses.replace(cfg, patience=0)
         )
         assert np.all(np.asarray(no_patience.epochs) == cfg.max_epochs), no_patience
-    if rule == "recency":  # the weights changed the fit
+    if rule == "patience":  # the weights changed the fit
         plain, _ = fitting._fit_with_keys(
             state, buf, keys, dataclasses.replace(cfg, recent_weight=1.0)
         )
