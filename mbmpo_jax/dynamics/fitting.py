@@ -217,7 +217,8 @@ def _fit_with_keys(
     # Normalise the whole buffer once per fit. Invalid rows are zeroed: a NaN there
     # would otherwise leak into gradients through 0 * NaN even when masked.
     weighted = cfg.recent_rows > 0 and cfg.recent_weight != 1.0
-    norm = compute_normaliser(buf, _row_weights(buf, cfg) if weighted else None)
+    row_w = _row_weights(buf, cfg) if weighted else None  # [C], the recency weight (below)
+    norm = compute_normaliser(buf, row_w)
     valid = buffer_lib.valid_mask(buf)[:, None]
     inputs = jnp.where(valid, _normalise_inputs(norm, buf.obs, buf.act), 0.0)  # [C, I]
     targets = (buf.next_obs - buf.obs - norm.delta_mean) / (norm.delta_std + EPS)
@@ -237,8 +238,8 @@ def _fit_with_keys(
     # divided by its training rows' mean weight (a minibatch's loss is then an unbiased
     # estimate of the weighted mean over them), its validation loss by its validation
     # rows' summed weight.
-    if weighted:
-        row_w = _row_weights(buf, cfg).astype(loss_dtype)  # [C]
+    if row_w is not None:
+        row_w = row_w.astype(loss_dtype)
         pos = jnp.arange(capacity)
         perm_w = row_w[perms]  # [K, C], in each model's split order
         train_pos = (pos >= n_val) & (pos < count)
@@ -250,13 +251,13 @@ def _fit_with_keys(
     def sgd_step(params, opt_state, x, y, mask, w, active):
         """One Adam step for one model; a stopped model returns its inputs unchanged.
 
-        ``w [B]``: the rows' loss weights over the training rows' mean weight (unused
-        when the recency weight is off).
+        ``w [B]``: the rows' loss weights over the training rows' mean weight (None when
+        the recency weight is off).
         """
 
         def loss_fn(p):
             err = _masked_sq_err(p, x, y, mask, cfg.activation, cfg.compute_dtype)
-            if weighted:
+            if w is not None:
                 err = err * w
             return err.sum() / jnp.maximum(mask.sum(), 1), err.sum()
 
@@ -280,7 +281,7 @@ def _fit_with_keys(
             params, opt_state, err_sum = carry
             idx = jax.lax.dynamic_slice_in_dim(rows, i * batch, batch, axis=1)  # [K, B]
             mask = i * batch + jnp.arange(batch) < n_train  # [B]
-            w = row_w[idx] * train_scale[:, None] if weighted else jnp.zeros(idx.shape)
+            w = None if row_w is None else row_w[idx] * train_scale[:, None]
             params, opt_state, err = jax.vmap(sgd_step, in_axes=(0, 0, 0, 0, None, 0, 0))(
                 params, opt_state, inputs[idx], targets[idx], mask, w, active
             )
@@ -302,7 +303,7 @@ def _fit_with_keys(
             err = jax.vmap(_masked_sq_err, in_axes=(0, 0, 0, None, None, None))(
                 params, inputs[idx], targets[idx], mask, cfg.activation, cfg.compute_dtype
             )
-            if weighted:
+            if row_w is not None:
                 err = err * row_w[idx]
             return err_sum + err.sum(axis=-1)
 
