@@ -30,10 +30,9 @@ phase does with `start_from=reset`:
                    N x in the loss and push the buffer's oldest rows out): does weighting
                    the policy's own states remove it?
   refit, last M    the run's fit on a buffer of capacity --recent (a comma list: one row
-                   each) holding only the
-                   saved buffer's newest rows and the episodes (the view a run with
-                   `ensemble.buffer_size=M` would have, RLlib's port keeps 10,000): do
-                   fewer, more recent rows do what the copies do?
+                   each) holding only the saved buffer's newest rows and the episodes
+                   (the view a run with `ensemble.buffer_size=M` would have, RLlib's port
+                   keeps 10,000): do fewer, more recent rows do what the copies do?
   refit, random M  the control of the row above: the saved buffer's rows less a random
                    choice of them (M - the episodes' transitions kept, in their order) and
                    the episodes (--random, a comma list; 0 skips): is it which rows go, or
@@ -124,19 +123,21 @@ def rows_for(
             buf = buffer_lib.add(buf, o, a, n)
         return buf
 
-    def random_subset(capacity: int):
-        old_o, old_a, old_n = buffer_lib.valid_data(state.buffer)  # oldest first
-        keep = capacity - len(o)
-        rows = np.sort(np.random.default_rng(fit_key).permutation(len(old_o))[:keep])
+    old_o, old_a, old_n = buffer_lib.valid_data(state.buffer)  # oldest first, read once
+
+    def saved_rows_and_episodes(capacity: int, rows):
+        """A buffer of ``capacity`` holding the saved buffer's ``rows``, then the episodes."""
         buf = buffer_lib.init(capacity, old_o.shape[-1], old_a.shape[-1])
         buf = buffer_lib.add(buf, old_o[rows], old_a[rows], old_n[rows])
         return buffer_lib.add(buf, o, a, n)
 
+    def random_subset(capacity: int):
+        keep = capacity - len(o)
+        rows = np.sort(np.random.default_rng(fit_key).permutation(len(old_o))[:keep])
+        return saved_rows_and_episodes(capacity, rows)
+
     def recent_only(capacity: int):
-        old_o, old_a, old_n = buffer_lib.valid_data(state.buffer)  # oldest first
-        buf = buffer_lib.init(capacity, old_o.shape[-1], old_a.shape[-1])
-        buf = buffer_lib.add(buf, old_o[-capacity:], old_a[-capacity:], old_n[-capacity:])
-        return buffer_lib.add(buf, o, a, n)
+        return saved_rows_and_episodes(capacity, slice(-capacity, None))
 
     base = trainer.ens_cfg
     long_fit = dataclasses.replace(base, patience=0, max_epochs=long_epochs)
